@@ -1,0 +1,157 @@
+"""Metric ingestion: D-MA reports from an MQTT v5 broker become `InstanceReported` events.
+
+Every message is validated; a bad one is counted by reason, logged at most once per topic per
+`LOG_EVERY` seconds, and dropped. Nothing a publisher sends can stop this loop. A lost broker
+is reported to the engine (`MetricsReachable`) so that silence during an outage is not read as
+instances dying; reconnects back off with jitter and resubscribe, and the retained messages
+resync the state without a flap (exact re-deliveries are recognised and ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import aiomqtt
+
+from cand.broker import Backoff, BrokerSettings, make_client, read_secret
+from cand.config import Config, MqttConfig
+from cand.engine.events import InstanceReported, MetricsReachable
+from cand.model import ServiceId
+from cand.ports import Emit
+from cand.wire import mqtt as wire
+
+log = logging.getLogger("cand.mqtt")
+
+LOG_EVERY = 30.0
+
+
+class MqttMetricSource:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        services: Iterable[ServiceId],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.services = frozenset(services)
+        self.clock = clock
+        self.sequencer = wire.Sequencer()
+        self.dropped: Counter[str] = Counter()
+        self.accepted = 0
+        self.duplicates = 0
+        self.connected = False
+        self.connects = 0
+        self._last_log: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, config: Config) -> MqttMetricSource:
+        if config.mqtt is None:
+            raise ValueError("mqtt: no [mqtt] table in the config")
+        return cls(config.mqtt, config.service_specs())
+
+    def settings(self) -> BrokerSettings:
+        c = self.cfg
+        return BrokerSettings(
+            host=c.host,
+            port=c.port,
+            username=c.username,
+            password=c.password if c.password is not None else read_secret(c.password_file),
+            tls=c.tls,
+            ca_file=str(c.ca_file) if c.ca_file else None,
+            cert_file=str(c.cert_file) if c.cert_file else None,
+            key_file=str(c.key_file) if c.key_file else None,
+            keepalive=c.keepalive,
+            client_id=c.client_id,
+        )
+
+    async def run(self, emit: Emit) -> None:
+        backoff = Backoff()
+        settings = self.settings()
+        while True:
+            try:
+                async with make_client(settings) as client:
+                    for service in sorted(self.services):
+                        await client.subscribe(wire.subscription(self.cfg.topic_prefix, service), 1)
+                    self.connected = True
+                    self.connects += 1
+                    backoff.reset()
+                    log.info("event=mqtt_connected broker=%s:%s", settings.host, settings.port)
+                    await emit(MetricsReachable(True, self.cfg.default_expiry))
+                    async for message in client.messages:
+                        event = self.handle(
+                            message.topic.value, _payload(message.payload), _expiry(message)
+                        )
+                        if event is not None:
+                            await emit(event)
+            except aiomqtt.MqttError as e:
+                delay = backoff.delay()
+                if self.connected:
+                    await emit(MetricsReachable(False))
+                self.connected = False
+                log.warning("event=mqtt_lost error=%r retry_in=%.2f", str(e), delay)
+                await asyncio.sleep(delay)
+
+    def handle(self, topic: str, payload: bytes, expiry: float | None) -> InstanceReported | None:
+        """One message to at most one event; never raises for anything a publisher can send."""
+        try:
+            key = wire.parse_topic(topic, self.cfg.topic_prefix)
+            if key.service not in self.services:
+                raise wire.PayloadError("service", f"{key.service} is not a configured service")
+            if not payload:
+                # A retained message being cleared: the instance's publisher is gone for good.
+                raise wire.PayloadError("empty", "empty payload (retained message cleared)")
+            report = wire.decode(key, payload, self.cfg.max_payload)
+            if not self.sequencer.check(report, payload):
+                self.duplicates += 1
+                return None
+        except wire.PayloadError as e:
+            self.dropped[e.reason] += 1
+            self._log_drop(topic, e)
+            return None
+        self.accepted += 1
+        ttl = expiry if expiry is not None else self.cfg.default_expiry
+        return InstanceReported(report.key, report.state, report.metrics, report.seq, ttl)
+
+    def _log_drop(self, topic: str, e: wire.PayloadError) -> None:
+        now = self.clock()
+        if now - self._last_log.get(topic, -LOG_EVERY) >= LOG_EVERY:
+            self._last_log[topic] = now
+            log.warning(
+                "event=mqtt_dropped topic=%s reason=%s detail=%r total=%d",
+                topic[:200],
+                e.reason,
+                e.detail,
+                sum(self.dropped.values()),
+            )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "source": "mqtt",
+            "connected": self.connected,
+            "connects": self.connects,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "dropped": sum(self.dropped.values()),
+            **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())},
+        }
+
+
+def _payload(p: Any) -> bytes:
+    if isinstance(p, bytes | bytearray):
+        return bytes(p)
+    if isinstance(p, str):
+        return p.encode()
+    if p is None:
+        return b""
+    return str(p).encode()
+
+
+def _expiry(message: aiomqtt.Message) -> float | None:
+    props = message.properties
+    value = getattr(props, "MessageExpiryInterval", None) if props is not None else None
+    return float(value) if isinstance(value, int) else None

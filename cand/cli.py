@@ -1,0 +1,182 @@
+"""`cand`: the daemon, its show commands, config checks, the sidecar agent and the labs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cand import __version__, show
+from cand import config as configmod
+from cand.plugins import PluginNotFound
+
+SHOW = ("status", "routes", "services", "bindings")
+DEFAULT_SOCKET = Path("/run/cand/cand.sock")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cand", description="compute-aware anycast daemon")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", required=True, type=Path)
+    run.add_argument("--plan", action="store_true", help="validate and print the plan, then exit")
+
+    val = sub.add_parser("validate", help="check a config file and exit (0 = OK)")
+    val.add_argument("file", type=Path)
+
+    sub.add_parser("version", help="print the version")
+    sub.add_parser("schema", help="print the config file's JSON schema")
+
+    for name in SHOW:
+        s = sub.add_parser(name, help=f"show the running daemon's {name}")
+        s.add_argument("--json", action="store_true", help="machine-readable output")
+        where = s.add_mutually_exclusive_group()
+        where.add_argument("-s", "--socket", type=Path, help="the daemon's API socket")
+        where.add_argument("-c", "--config", type=Path, help="take the socket from this config")
+
+    ag = sub.add_parser("agent", help="sidecar D-MA: report an unmodified service's load")
+    ag.add_argument("--broker", required=True, help="mqtt://user:pass@host:port (or mqtts://)")
+    ag.add_argument("--service", required=True, help="the D-SID")
+    ag.add_argument("--binding", required=True, help="the instance's D-BID")
+    target = ag.add_mutually_exclusive_group()
+    target.add_argument("--pid", type=int, help="report this process's CPU and memory")
+    target.add_argument("--cgroup", type=Path, help="report this cgroup v2's CPU and memory")
+    ag.add_argument("--capacity", type=int, default=100)
+    ag.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    ag.add_argument("--expiry", type=float, default=30.0, help="MQTT message expiry, seconds")
+    ag.add_argument("--password-file", type=Path, help="read the broker password from a file")
+
+    lab = sub.add_parser("lab", help="run containerlab topologies as network namespaces")
+    lab.add_argument("action", choices=("up", "down", "exec", "list"))
+    lab.add_argument("args", nargs="*")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(_dispatch(args) or 0)
+    except configmod.ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except PluginNotFound as e:
+        print(f"cand: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "version":
+        print(f"cand {__version__}")
+        return 0
+    if cmd == "schema":
+        print(json.dumps(configmod.json_schema(), indent=2))
+        return 0
+    if cmd == "validate":
+        cfg = configmod.load(args.file)
+        print(f"{args.file}: OK ({len(cfg.services)} services, roles {','.join(cfg.router.roles)})")
+        return 0
+    if cmd == "run":
+        return _run(args)
+    if cmd in SHOW:
+        return _show(args)
+    if cmd == "agent":
+        return _agent(args)
+    if cmd == "lab":
+        print("cand lab: not available yet (it comes with the Linux data plane)", file=sys.stderr)
+        return 2
+    raise AssertionError(cmd)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cand import log
+    from cand.wiring import build_adapters, plan
+
+    cfg = configmod.load(args.config)
+    if args.plan:
+        print(json.dumps(plan(cfg), indent=2))
+        return 0
+    log.configure(cfg.log.level, cfg.log.format)
+    from cand.daemon import Daemon
+
+    async def _main() -> None:
+        daemon = Daemon(cfg, build_adapters(cfg))
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await daemon.run()
+
+    asyncio.run(_main())
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from cand.api import ApiError, request
+
+    sock = args.socket
+    if sock is None:
+        sock = configmod.load(args.config).api.socket if args.config else DEFAULT_SOCKET
+    try:
+        data: Any = asyncio.run(request(sock, args.command))
+    except ApiError as e:
+        print(f"cand: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(getattr(show, args.command)(data))
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from cand import log
+    from cand.agent import CgroupCollector, MetricAgent, ProcessCollector
+    from cand.agent.collect import Collector
+    from cand.broker import BrokerSettings
+
+    log.configure("info")
+    settings = BrokerSettings.from_url(args.broker)
+    if args.password_file:
+        settings = replace(settings, password=args.password_file.read_text().strip())
+    collector: Collector | None = None
+    if args.pid:
+        collector = ProcessCollector(args.pid)
+    elif args.cgroup:
+        collector = CgroupCollector(args.cgroup)
+
+    async def _main() -> None:
+        async with MetricAgent(
+            settings,
+            args.service,
+            args.binding,
+            capacity=args.capacity,
+            expiry=args.expiry,
+            collector=collector,
+            collect_every=args.interval,
+        ) as agent:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            while not stop.is_set() and agent.state.value != "down":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+
+    asyncio.run(_main())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""cand.toml: one file, validated into frozen typed objects.
+
+Every error names the field as a path (`services[1].sid`) and says why, so an operator can fix
+a file without reading code. `docs/configuration.md` documents each option; keep them in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cand.engine.damping import DampingParams
+from cand.engine.engine import EngineConfig
+from cand.engine.policy import PolicyParams
+from cand.engine.service_table import DefaultAction, InstanceMode, ServiceSpec
+from cand.model import FlowKeyKind, ModelError, RouterId, ServiceId
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; `problems` lists (field path, reason)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {why}" for path, why in problems)
+        super().__init__(f"{source}: invalid configuration\n{lines}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Seconds = Annotated[float, Field(ge=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Asn = Annotated[int, Field(ge=1, le=4294967295)]
+
+
+def _ip(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+class RouterConfig(_Model):
+    id: str = Field(description="This router's address: BGP next hop and egress identity")
+    asn: Asn = 65000
+    roles: tuple[Literal["ingress", "egress"], ...] = ("ingress", "egress")
+    locator: str | None = Field(
+        default=None, description="SRv6 locator (IPv6 prefix, /64 or shorter) for instance SIDs"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _ip(v)
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("give at least one of 'ingress', 'egress'")
+        if len(set(v)) != len(v):
+            raise ValueError("a role is listed twice")
+        return v
+
+    @field_validator("locator")
+    @classmethod
+    def _locator(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            net = ipaddress.IPv6Network(v)
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not an IPv6 prefix ({e})") from None
+        if net.prefixlen > 64:
+            raise ValueError(f"{v} is longer than /64: no room for instance functions")
+        return str(net)
+
+
+class MqttConfig(_Model):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: str = "dyncast/v1"
+    client_id: str | None = None
+    keepalive: Annotated[int, Field(ge=2, le=65535)] = 10
+    max_payload: Annotated[int, Field(ge=64, le=1 << 20)] = 4096
+    default_expiry: Seconds = 30.0
+    """How long a report stays true when the publisher set no message expiry."""
+
+    @model_validator(mode="after")
+    def _secret(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.topic_prefix.endswith("/") or "+" in self.topic_prefix or "#" in self.topic_prefix:
+            raise ValueError("topic_prefix: no wildcards and no trailing '/'")
+        return self
+
+
+class NeighborConfig(_Model):
+    address: str
+    asn: Asn
+    password: str | None = None
+    hold_time: Annotated[int, Field(ge=0, le=65535)] = 90
+    keepalive: Annotated[int, Field(ge=0, le=21845)] = 30
+    passive: bool = False
+    route_reflector_client: bool = False
+    bfd: bool = False
+    description: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _ip(v)
+
+
+class BgpConfig(_Model):
+    speaker: str = "gobgp"
+    router_id: str | None = Field(default=None, description="BGP identifier (IPv4 dotted quad)")
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 179
+    graceful_restart: Annotated[int, Field(ge=0, le=4095)] = 120
+    neighbors: tuple[NeighborConfig, ...] = ()
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Speaker-specific settings, passed to the speaker plugin as they are."""
+
+    @field_validator("router_id")
+    @classmethod
+    def _rid(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 dotted quad") from None
+
+
+class DecisionConfig(_Model):
+    policy: str = "weighted"
+    hysteresis: Annotated[float, Field(ge=0, le=1)] = 0.05
+    cost_scale: Annotated[float, Field(gt=0)] = 10.0
+    network_weight: Annotated[float, Field(ge=0)] = 10.0
+    overload: Annotated[float, Field(gt=0, le=1)] = 0.95
+    steer_unknown: bool = False
+
+
+class DampingConfig(_Model):
+    threshold: Annotated[int, Field(ge=0, le=1000)] = 50
+    min_interval: Seconds = 1.0
+    refresh_interval: Annotated[float, Field(gt=0)] = 60.0
+    penalty: Annotated[float, Field(gt=0)] = 1000.0
+    suppress_above: Annotated[float, Field(gt=0)] = 3000.0
+    reuse_below: Annotated[float, Field(gt=0)] = 750.0
+    half_life: Annotated[float, Field(gt=0)] = 15.0
+
+    @model_validator(mode="after")
+    def _order(self) -> DampingConfig:
+        if self.reuse_below >= self.suppress_above:
+            raise ValueError("reuse_below must be lower than suppress_above")
+        return self
+
+
+class NetworkCostConfig(_Model):
+    default: Annotated[float, Field(ge=0)] = 0.0
+    static: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+    @field_validator("static")
+    @classmethod
+    def _keys(cls, v: dict[str, float]) -> dict[str, float]:
+        return {_ip(k): c for k, c in v.items()}
+
+
+class DataplaneConfig(_Model):
+    kind: str = "linux"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServiceConfig(_Model):
+    sid: str
+    name: str = ""
+    flow_key: FlowKeyKind = FlowKeyKind.FIVE_TUPLE
+    affinity_timeout: Seconds = 300.0
+    policy: str | None = None
+    default: DefaultAction = DefaultAction.DROP
+    mode: InstanceMode = InstanceMode.VIP
+
+    @field_validator("sid")
+    @classmethod
+    def _sid(cls, v: str) -> str:
+        try:
+            return str(ServiceId.parse(v))
+        except ModelError as e:
+            raise ValueError(str(e)) from None
+
+
+class ServiceDefaults(_Model):
+    flow_key: FlowKeyKind = FlowKeyKind.FIVE_TUPLE
+    affinity_timeout: Seconds = 300.0
+    policy: str | None = None
+    default: DefaultAction = DefaultAction.ROUTE
+
+
+class ApiConfig(_Model):
+    socket: Path = Path("/run/cand/cand.sock")
+
+
+class PrometheusConfig(_Model):
+    listen: str | None = "127.0.0.1:9530"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        _, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not HOST:PORT")
+        return v
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(_Model):
+    router: RouterConfig
+    mqtt: MqttConfig | None = None
+    bgp: BgpConfig | None = None
+    decision: DecisionConfig = DecisionConfig()
+    damping: DampingConfig = DampingConfig()
+    network_cost: NetworkCostConfig = NetworkCostConfig()
+    dataplane: DataplaneConfig | None = None
+    services: tuple[ServiceConfig, ...] = ()
+    service_defaults: ServiceDefaults = ServiceDefaults()
+    api: ApiConfig = ApiConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        seen: dict[str, int] = {}
+        for i, s in enumerate(self.services):
+            if s.sid in seen:
+                raise ValueError(f"services[{i}].sid: {s.sid} is already services[{seen[s.sid]}]")
+            seen[s.sid] = i
+        if "egress" in self.router.roles and self.router.locator is None:
+            raise ValueError("router.locator: an egress needs an SRv6 locator for its instances")
+        return self
+
+    @property
+    def ingress(self) -> bool:
+        return "ingress" in self.router.roles
+
+    @property
+    def egress(self) -> bool:
+        return "egress" in self.router.roles
+
+    def service_specs(self) -> dict[ServiceId, ServiceSpec]:
+        return {
+            ServiceId.parse(s.sid): ServiceSpec(
+                service=ServiceId.parse(s.sid),
+                flow_key=s.flow_key,
+                affinity_timeout=s.affinity_timeout,
+                policy=s.policy or self.decision.policy,
+                default=s.default,
+                mode=s.mode,
+                name=s.name,
+            )
+            for s in self.services
+        }
+
+    def engine_config(self) -> EngineConfig:
+        d, dm, sd = self.decision, self.damping, self.service_defaults
+        default_spec = ServiceSpec(
+            service=ServiceId.parse("::1"),  # placeholder, replaced per D-SID
+            flow_key=sd.flow_key,
+            affinity_timeout=sd.affinity_timeout,
+            policy=sd.policy or d.policy,
+            default=sd.default,
+        )
+        return EngineConfig(
+            router=RouterId.parse(self.router.id),
+            ingress=self.ingress,
+            egress=self.egress,
+            locator=ipaddress.IPv6Network(self.router.locator) if self.router.locator else None,
+            services=self.service_specs(),
+            steer_unknown=d.steer_unknown,
+            default_spec=default_spec,
+            policy=PolicyParams(
+                cost_scale=d.cost_scale,
+                network_weight=d.network_weight,
+                overload=d.overload,
+                hysteresis=d.hysteresis,
+            ),
+            damping=DampingParams(**dm.model_dump()),
+            default_cost=self.network_cost.default,
+        )
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-after") or part in ("tagged-union",):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _reason(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if err["type"] == "extra_forbidden":
+        return "unknown option (check the spelling; docs/configuration.md lists them all)"
+    if err["type"] == "missing":
+        return "required option is missing"
+    return msg
+
+
+def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        problems: list[tuple[str, str]] = []
+        for err in e.errors():
+            path, reason = _path(err["loc"]), _reason(err)
+            # cross-field checks carry the field in their message: "x.y: reason"
+            head, sep, tail = reason.partition(": ")
+            if path == "(top level)" and sep and " " not in head:
+                path, reason = head, tail
+            problems.append((path, reason))
+        raise ConfigError(source, problems) from None
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(p), [("(file)", e.strerror or str(e))]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(str(p), [("(syntax)", str(e))]) from None
+    return parse(data, str(p))
+
+
+def json_schema() -> dict[str, Any]:
+    return Config.model_json_schema()

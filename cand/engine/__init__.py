@@ -1,0 +1,61 @@
+"""The pure core: events in, effects out, no I/O anywhere below this package."""
+
+from cand.engine.damping import DampingParams
+from cand.engine.effects import (
+    Advertise,
+    Effect,
+    ProgramLocalInstance,
+    ProgramService,
+    RemoveLocalInstance,
+    RemoveService,
+    Withdraw,
+)
+from cand.engine.engine import Engine, EngineConfig, UnknownPolicy
+from cand.engine.events import (
+    CostChanged,
+    Event,
+    InstanceReported,
+    MetricsReachable,
+    PeerDown,
+    PeerSynced,
+    RouteLearned,
+    RouteWithdrawn,
+    Tick,
+)
+from cand.engine.policy import PolicyParams
+from cand.engine.service_table import (
+    Choice,
+    DefaultAction,
+    InstanceMode,
+    ServiceEntry,
+    ServiceSpec,
+)
+
+__all__ = [
+    "Advertise",
+    "Choice",
+    "CostChanged",
+    "DampingParams",
+    "DefaultAction",
+    "Effect",
+    "Engine",
+    "EngineConfig",
+    "Event",
+    "InstanceMode",
+    "InstanceReported",
+    "MetricsReachable",
+    "PeerDown",
+    "PeerSynced",
+    "PolicyParams",
+    "ProgramLocalInstance",
+    "ProgramService",
+    "RemoveLocalInstance",
+    "RemoveService",
+    "RouteLearned",
+    "RouteWithdrawn",
+    "ServiceEntry",
+    "ServiceSpec",
+    "Tick",
+    "UnknownPolicy",
+    "Withdraw",
+]

@@ -1,0 +1,170 @@
+"""Egress-side damping: when a local instance's change becomes a BGP update.
+
+The Dyncast draft warns that metric churn can make the whole network fluctuate. Three rules
+answer it:
+
+- a change goes out at once only if it matters (state change, or L2 cost moved by at least
+  `threshold` per-mille, or capacity changed) and the last update for that instance is at least
+  `min_interval` old; otherwise it waits for that interval;
+- whatever small drift accumulates goes out at least every `refresh_interval`;
+- an instance that flaps (changes state often) collects a penalty that decays with
+  `half_life`, as in RFC 2439 route-flap damping; above `suppress_above` it is withdrawn and
+  held down until the penalty falls below `reuse_below`.
+
+A withdrawal of a dead, unsuppressed instance is never delayed: sending new flows to a dead
+instance costs more than one extra update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cand.model import InstanceKey, InstanceRoute, InstanceState
+
+
+@dataclass(frozen=True, slots=True)
+class DampingParams:
+    threshold: int = 50
+    min_interval: float = 1.0
+    refresh_interval: float = 60.0
+    penalty: float = 1000.0
+    suppress_above: float = 3000.0
+    reuse_below: float = 750.0
+    half_life: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.reuse_below >= self.suppress_above:
+            raise ValueError("damping: reuse_below must be lower than suppress_above")
+        if self.half_life <= 0 or self.min_interval < 0 or self.refresh_interval <= 0:
+            raise ValueError("damping: intervals must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Announce this route now."""
+
+    route: InstanceRoute
+
+
+@dataclass(frozen=True, slots=True)
+class Retract:
+    """Withdraw this instance's path now."""
+
+    key: InstanceKey
+
+
+Action = Send | Retract
+
+
+@dataclass(slots=True)
+class _Track:
+    current: InstanceRoute | None = None  # None: down / gone
+    sent: InstanceRoute | None = None  # what peers believe; None: not advertised
+    sent_at: float = -math.inf
+    penalty: float = 0.0
+    penalty_at: float = 0.0
+    suppressed: bool = False
+
+    def decayed(self, now: float, half_life: float) -> float:
+        return float(self.penalty * 2.0 ** (-(now - self.penalty_at) / half_life))
+
+
+class Damper:
+    def __init__(self, params: DampingParams) -> None:
+        self.params = params
+        self._tracks: dict[InstanceKey, _Track] = {}
+        self.suppressions = 0
+
+    def offer(self, key: InstanceKey, route: InstanceRoute | None, now: float) -> list[Action]:
+        """The instance is now `route` (None: down). Returns what to send right away."""
+        t = self._tracks.setdefault(key, _Track())
+        if route is not None and route.state is InstanceState.DOWN:
+            route = None
+        before = _state(t.current)
+        t.current = route
+        if _state(route) != before and before is not None:
+            self._add_penalty(t, now)
+        return self._settle(key, t, now)
+
+    def suppressed(self, key: InstanceKey) -> bool:
+        t = self._tracks.get(key)
+        return t is not None and t.suppressed
+
+    def due(self, now: float) -> list[Action]:
+        """Whatever the passing of time releases: held updates, refreshes, reuse after hold-down."""
+        out: list[Action] = []
+        for key in sorted(self._tracks):
+            out += self._settle(key, self._tracks[key], now)
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for t in self._tracks.values() if (d := self._deadline(t)) is not None]
+        return min(deadlines, default=None)
+
+    def forget(self, key: InstanceKey) -> None:
+        t = self._tracks.get(key)
+        if t is not None and t.current is None and t.sent is None and t.penalty == 0:
+            del self._tracks[key]
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _add_penalty(self, t: _Track, now: float) -> None:
+        p = self.params
+        t.penalty = t.decayed(now, p.half_life) + p.penalty
+        t.penalty_at = now
+        if not t.suppressed and t.penalty > p.suppress_above:
+            t.suppressed = True
+            self.suppressions += 1
+
+    def _settle(self, key: InstanceKey, t: _Track, now: float) -> list[Action]:
+        p = self.params
+        if t.suppressed and t.decayed(now, p.half_life) < p.reuse_below:
+            t.suppressed = False
+        if t.suppressed or t.current is None:
+            if t.sent is not None:
+                t.sent, t.sent_at = None, now
+                return [Retract(key)]
+            if t.current is None and t.decayed(now, p.half_life) < 1.0:
+                t.penalty = 0.0
+            return []
+        cur, sent = t.current, t.sent
+        if sent is None or cur.state != sent.state:
+            urgent = True  # first announcement, or up <-> draining: peers must know now
+        elif cur == sent:
+            return []
+        elif _significant(cur, sent, p.threshold):
+            urgent = now - t.sent_at >= p.min_interval
+        else:
+            urgent = now - t.sent_at >= p.refresh_interval
+        if not urgent:
+            return []
+        t.sent, t.sent_at = cur, now
+        return [Send(cur)]
+
+    def _deadline(self, t: _Track) -> float | None:
+        p = self.params
+        if t.suppressed:
+            # when the decayed penalty reaches reuse_below
+            return t.penalty_at + p.half_life * math.log2(t.penalty / p.reuse_below)
+        cur, sent = t.current, t.sent
+        if cur is None or sent is None or cur == sent:
+            return None
+        if cur.state != sent.state:
+            return t.sent_at
+        if _significant(cur, sent, p.threshold):
+            return t.sent_at + p.min_interval
+        return t.sent_at + p.refresh_interval
+
+
+def _state(route: InstanceRoute | None) -> InstanceState | None:
+    return None if route is None else route.state
+
+
+def _significant(cur: InstanceRoute, sent: InstanceRoute, threshold: int) -> bool:
+    return (
+        abs(cur.metrics.l2 - sent.metrics.l2) >= threshold
+        or cur.metrics.capacity != sent.metrics.capacity
+        or cur.egress != sent.egress
+        or cur.sid != sent.sid
+    )

@@ -1,0 +1,241 @@
+"""The decision core: `Engine.handle(event, now) -> list[Effect]`; it never awaits.
+
+The daemon feeds it one event at a time from one queue and carries out the effects it returns.
+Everything here is deterministic given the events and the times they came at, which is what
+lets the same code run in the daemon, in the tests with a fake clock, and in the simulator.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from cand.engine.damping import Damper, DampingParams, Retract, Send
+from cand.engine.decision import decide
+from cand.engine.effects import (
+    Advertise,
+    Effect,
+    ProgramLocalInstance,
+    ProgramService,
+    RemoveLocalInstance,
+    RemoveService,
+    Withdraw,
+)
+from cand.engine.events import (
+    CostChanged,
+    Event,
+    InstanceReported,
+    MetricsReachable,
+    PeerDown,
+    PeerSynced,
+    RouteLearned,
+    RouteWithdrawn,
+    Tick,
+)
+from cand.engine.policy import BUILTIN, Policy, PolicyParams
+from cand.engine.rib import Rib
+from cand.engine.service_table import ServiceEntry, ServiceSpec
+from cand.model import InstanceKey, InstanceRoute, InstanceState, RouterId, ServiceId
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    router: RouterId
+    ingress: bool = True
+    egress: bool = True
+    locator: ipaddress.IPv6Network | None = None
+    services: Mapping[ServiceId, ServiceSpec] = field(default_factory=dict)
+    steer_unknown: bool = False
+    """Steer D-SIDs learned from BGP that are not configured, with `default_spec`'s settings."""
+    default_spec: ServiceSpec | None = None
+    policy: PolicyParams = field(default_factory=PolicyParams)
+    damping: DampingParams = field(default_factory=DampingParams)
+    default_cost: float = 0.0
+
+
+class UnknownPolicy(LookupError):
+    pass
+
+
+class Engine:
+    def __init__(
+        self, config: EngineConfig, policies: Mapping[str, type[Policy]] | None = None
+    ) -> None:
+        self.config = config
+        self.rib = Rib(config.router, config.default_cost)
+        self.damper = Damper(config.damping)
+        self.table: dict[ServiceId, ServiceEntry] = {}
+        self.metrics_reachable = True
+        classes = dict(BUILTIN)
+        classes.update(policies or {})
+        self._policies: dict[str, Policy] = {n: cls(config.policy) for n, cls in classes.items()}
+        for spec in self._specs():
+            if spec.policy not in self._policies:
+                raise UnknownPolicy(
+                    f"service {spec.service}: unknown policy {spec.policy!r} "
+                    f"(known: {', '.join(sorted(self._policies))})"
+                )
+        self.counters: dict[str, int] = {
+            "events": 0,
+            "recomputes": 0,
+            "rejected_reports": 0,
+            "stale_reports": 0,
+        }
+
+    # --- public ----------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        self.counters["events"] += 1
+        match event:
+            case InstanceReported():
+                return self._on_report(event, now)
+            case RouteLearned(peer=peer, route=route):
+                return self._recompute({route.service}) if self.rib.learn(peer, route, now) else []
+            case RouteWithdrawn(peer=peer, key=key, egress=egress):
+                hit = self.rib.withdraw(peer, key, egress)
+                return self._recompute({key.service}) if hit else []
+            case PeerDown(peer=peer, stale_for=stale_for):
+                if stale_for > 0:
+                    self.rib.mark_stale(peer, now + stale_for)
+                    return []
+                return self._recompute(self.rib.drop_peer(peer, only_stale=False))
+            case PeerSynced(peer=peer):
+                return self._recompute(self.rib.drop_peer(peer, only_stale=True))
+            case CostChanged(egress=egress, cost=cost):
+                return self._recompute(self.rib.set_cost(egress, cost))
+            case MetricsReachable(reachable=reachable, grace=grace):
+                self.metrics_reachable = reachable
+                self.rib.hold_local(now + grace if reachable else None)
+                return []
+            case Tick():
+                return self._on_tick(now)
+        raise TypeError(f"not an event: {event!r}")
+
+    def start(self) -> list[Effect]:
+        """The effects a fresh daemon owes before any event: an entry for every configured
+        service (with no instance yet, new flows get the service's default action)."""
+        return self._recompute(self.config.services)
+
+    def next_deadline(self) -> float | None:
+        """When the engine next wants a Tick, were nothing else to happen."""
+        times = [e.expires_at for e in self.rib.local.values() if e.expires_at is not None]
+        times += [e.stale_until for e in self.rib.remote.values() if e.stale_until is not None]
+        d = self.damper.next_deadline()
+        if d is not None:
+            times.append(d)
+        return min(times, default=None)
+
+    def sid_for(self, key: InstanceKey) -> ipaddress.IPv6Address | None:
+        """The SRv6 SID (End.DX6) for a local instance: locator plus a stable function.
+
+        A hash of (D-SID, D-BID) rather than a counter, so the SID is the same after a restart
+        and no state needs to be kept on disk for established flows to survive.
+        """
+        loc = self.config.locator
+        if loc is None:
+            return None
+        host_bits = 128 - loc.prefixlen
+        function = key.stable_hash(8) & ((1 << min(host_bits, 64)) - 1) or 1
+        return ipaddress.IPv6Address(int(loc.network_address) | function)
+
+    def spec_for(self, service: ServiceId) -> ServiceSpec | None:
+        spec = self.config.services.get(service)
+        if spec is None and self.config.steer_unknown and self.config.default_spec is not None:
+            spec = replace(self.config.default_spec, service=service)
+        return spec
+
+    # --- handlers --------------------------------------------------------------------------
+
+    def _on_report(self, ev: InstanceReported, now: float) -> list[Effect]:
+        key = ev.key
+        if not self.config.egress or key.service not in self.config.services:
+            self.counters["rejected_reports"] += 1
+            return []
+        held = self.rib.local.get(key)
+        if held is not None and ev.seq < held.route.seq:
+            self.counters["stale_reports"] += 1
+            return []
+        sid = self.sid_for(key)
+        effects: list[Effect] = []
+        if ev.state is InstanceState.DOWN:
+            gone = self.rib.remove_local(key)
+            effects += self._damp(key, None, now)
+            if gone is not None and gone.route.sid is not None:
+                effects.append(RemoveLocalInstance(key, gone.route.sid))
+        else:
+            route = InstanceRoute(
+                key=key,
+                egress=self.config.router,
+                sid=sid,
+                metrics=ev.metrics,
+                state=ev.state,
+                seq=ev.seq,
+            )
+            self.rib.set_local(route, now, ev.ttl if self.metrics_reachable else None)
+            if held is None and sid is not None:
+                effects.append(ProgramLocalInstance(key, sid))
+            effects += self._damp(key, route, now)
+        effects += self._recompute({key.service})
+        return effects
+
+    def _on_tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        touched: set[ServiceId] = set()
+        for key in self.rib.expired_local(now):
+            gone = self.rib.remove_local(key)
+            effects += self._damp(key, None, now)
+            if gone is not None and gone.route.sid is not None:
+                effects.append(RemoveLocalInstance(key, gone.route.sid))
+            touched.add(key.service)
+        touched |= self.rib.expire_stale(now)
+        effects += self._actions(self.damper.due(now))
+        effects += self._recompute(touched)
+        return effects
+
+    def _damp(self, key: InstanceKey, route: InstanceRoute | None, now: float) -> list[Effect]:
+        return self._actions(self.damper.offer(key, route, now))
+
+    def _actions(self, actions: Iterable[Send | Retract]) -> list[Effect]:
+        out: list[Effect] = []
+        for a in actions:
+            if isinstance(a, Send):
+                out.append(Advertise(a.route))
+            else:
+                out.append(Withdraw(a.key))
+                self.damper.forget(a.key)
+        return out
+
+    def _recompute(self, services: Iterable[ServiceId]) -> list[Effect]:
+        if not self.config.ingress:
+            return []
+        effects: list[Effect] = []
+        for service in sorted(services):
+            spec = self.spec_for(service)
+            if spec is None:
+                continue
+            self.counters["recomputes"] += 1
+            previous = self.table.get(service)
+            candidates = self.rib.candidates(service)
+            if not candidates and service not in self.config.services:
+                if previous is not None:
+                    del self.table[service]
+                    effects.append(RemoveService(service))
+                continue
+            entry = decide(
+                spec,
+                candidates,
+                self._policies[spec.policy],
+                previous,
+                self.config.policy.hysteresis,
+            )
+            if entry != previous:
+                self.table[service] = entry
+                effects.append(ProgramService(entry))
+        return effects
+
+    def _specs(self) -> list[ServiceSpec]:
+        specs = list(self.config.services.values())
+        if self.config.default_spec is not None:
+            specs.append(self.config.default_spec)
+        return specs

@@ -1,0 +1,93 @@
+"""What can happen to a D-Router, as plain values the engine consumes in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cand.model import InstanceKey, InstanceRoute, InstanceState, Metrics, RouterId
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceReported:
+    """A local D-MA said how an instance is (from MQTT, or the Last Will's `down`).
+
+    `ttl` is how long the report stays true without another one (the MQTT message expiry);
+    None means until the next report.
+    """
+
+    key: InstanceKey
+    state: InstanceState
+    metrics: Metrics
+    seq: int
+    ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLearned:
+    """A BGP peer announced (or re-announced) one instance path."""
+
+    peer: str
+    route: InstanceRoute
+
+
+@dataclass(frozen=True, slots=True)
+class RouteWithdrawn:
+    """A BGP peer withdrew the path for one instance behind one egress."""
+
+    peer: str
+    key: InstanceKey
+    egress: RouterId
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    """A BGP session went down; its routes stay, marked stale, for `stale_for` seconds
+    (graceful restart), so a speaker restart does not move a single flow."""
+
+    peer: str
+    stale_for: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSynced:
+    """The peer sent End-of-RIB: whatever of its routes is still stale is gone for good."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class CostChanged:
+    """The network cost towards an egress changed (config, IGP metric or probe); None = unknown."""
+
+    egress: RouterId
+    cost: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsReachable:
+    """The metric source lost (False) or regained (True) its broker.
+
+    While it is lost, silence means nothing: local reports do not expire, so a broker outage
+    never withdraws a live instance. On regaining it, every local report gets `grace` seconds
+    to be confirmed (by a retained message or a fresh report) before it expires.
+    """
+
+    reachable: bool
+    grace: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: expire what is stale, send what damping held back."""
+
+
+Event = (
+    InstanceReported
+    | RouteLearned
+    | RouteWithdrawn
+    | PeerDown
+    | PeerSynced
+    | CostChanged
+    | MetricsReachable
+    | Tick
+)

@@ -1,0 +1,135 @@
+"""Decision policies: how new flows of one service are shared among its instances.
+
+A policy scores the instances that may take new flows; `decision.decide` turns scores into
+integer weights and applies hysteresis. Policies are plugins (entry point group
+`cand.policies`): a class with a `name` and a `scores` method, built from `PolicyParams`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from cand.engine.service_table import Candidate
+from cand.model import InstanceKey
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyParams:
+    """Knobs shared by the built-in policies (the `[decision]` config table)."""
+
+    cost_scale: float = 10.0
+    """Network cost at which an instance is worth half as much to `weighted` (e.g. 10 ms)."""
+    network_weight: float = 10.0
+    """Per-mille of load that one unit of network cost is worth to `min-cost`."""
+    overload: float = 0.95
+    """Load from which `weighted` gives an instance no new flow while a sibling has room."""
+    hysteresis: float = 0.05
+    """Share of all new flows a weight must move by before the data plane is changed."""
+
+
+class Policy(Protocol):
+    name: ClassVar[str]
+
+    def __init__(self, params: PolicyParams) -> None: ...
+
+    def scores(
+        self, candidates: Sequence[Candidate], previous: Mapping[InstanceKey, int]
+    ) -> dict[InstanceKey, float]:
+        """Non-negative score per candidate (all of them `up`); shares are score / sum.
+        `previous` holds the weights in force, for policies that want an incumbent bonus."""
+        ...
+
+
+class Weighted:
+    """Share new flows in proportion to spare capacity, discounted by network cost.
+
+    Proportional shares rather than a single best keep working when metrics are stale: a
+    burst of new flows between two reports spreads over every instance with room instead of
+    herding onto the one that looked idlest (the failure mode of `min-cost`).
+    """
+
+    name: ClassVar[str] = "weighted"
+
+    def __init__(self, params: PolicyParams) -> None:
+        self.params = params
+
+    def scores(
+        self, candidates: Sequence[Candidate], previous: Mapping[InstanceKey, int]
+    ) -> dict[InstanceKey, float]:
+        p = self.params
+        roomy = [c for c in candidates if c.route.metrics.load < p.overload]
+        out: dict[InstanceKey, float] = {}
+        for c in candidates:
+            m = c.route.metrics
+            reach = 1.0 / (1.0 + max(c.network_cost, 0.0) / p.cost_scale)
+            if roomy:
+                out[c.key] = m.spare * reach if m.load < p.overload else 0.0
+            else:
+                # Everyone is overloaded: still serve, least loaded first.
+                out[c.key] = m.capacity * max(1.0 - m.load, 0.001) * reach
+        return out
+
+
+class MinCost:
+    """The Dyncast draft's single best: lowest compute cost (L2) plus weighted network cost.
+
+    The incumbent keeps the service until a challenger is cheaper by more than the hysteresis
+    margin, so two near-equal instances do not swap on every report.
+    """
+
+    name: ClassVar[str] = "min-cost"
+
+    def __init__(self, params: PolicyParams) -> None:
+        self.params = params
+
+    def cost(self, c: Candidate) -> float:
+        return c.route.metrics.l2 + self.params.network_weight * max(c.network_cost, 0.0)
+
+    def scores(
+        self, candidates: Sequence[Candidate], previous: Mapping[InstanceKey, int]
+    ) -> dict[InstanceKey, float]:
+        if not candidates:
+            return {}
+        best = min(candidates, key=lambda c: (self.cost(c), c.key))
+        incumbents = [c for c in candidates if previous.get(c.key, 0) > 0]
+        if len(incumbents) == 1:
+            margin = self.params.hysteresis * 1000
+            if self.cost(incumbents[0]) <= self.cost(best) + margin:
+                best = incumbents[0]
+        return {c.key: 1.0 if c.key == best.key else 0.0 for c in candidates}
+
+
+class Nearest:
+    """Plain anycast: the instances behind the lowest network cost, equally (ECMP)."""
+
+    name: ClassVar[str] = "nearest"
+
+    def __init__(self, params: PolicyParams) -> None:
+        self.params = params
+
+    def scores(
+        self, candidates: Sequence[Candidate], previous: Mapping[InstanceKey, int]
+    ) -> dict[InstanceKey, float]:
+        if not candidates:
+            return {}
+        low = min(c.network_cost for c in candidates)
+        return {c.key: 1.0 if c.network_cost == low else 0.0 for c in candidates}
+
+
+class Random:
+    """Every up instance equally likely, load ignored: the baseline any policy must beat."""
+
+    name: ClassVar[str] = "random"
+
+    def __init__(self, params: PolicyParams) -> None:
+        self.params = params
+
+    def scores(
+        self, candidates: Sequence[Candidate], previous: Mapping[InstanceKey, int]
+    ) -> dict[InstanceKey, float]:
+        return {c.key: 1.0 for c in candidates}
+
+
+BUILTIN: dict[str, type[Policy]] = {cls.name: cls for cls in (Weighted, MinCost, Nearest, Random)}

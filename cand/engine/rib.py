@@ -1,0 +1,193 @@
+"""What a D-Router knows: its local instances, every peer's instance paths, and network costs.
+
+Plain data with deterministic updates and no clock of its own: every method that depends on
+time takes `now`. Remote paths are kept per peer (an adj-RIB-in each), so two reflectors giving
+the same instance, or a peer restarting, never lose a path another peer still has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cand.engine.service_table import Candidate
+from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
+
+RemoteKey = tuple[str, InstanceKey, RouterId]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEntry:
+    route: InstanceRoute
+    updated_at: float
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    peer: str
+    route: InstanceRoute
+    learned_at: float
+    stale_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RibSnapshot:
+    """An immutable copy, for comparing states in tests and for `cand routes`."""
+
+    local: tuple[tuple[InstanceKey, LocalEntry], ...]
+    remote: tuple[tuple[RemoteKey, RemoteEntry], ...]
+    costs: tuple[tuple[RouterId, float], ...]
+
+
+class Rib:
+    def __init__(self, router: RouterId, default_cost: float = 0.0) -> None:
+        self.router = router
+        self.default_cost = default_cost
+        self.local: dict[InstanceKey, LocalEntry] = {}
+        self.remote: dict[RemoteKey, RemoteEntry] = {}
+        self.costs: dict[RouterId, float] = {}
+        self._by_service: dict[ServiceId, set[RemoteKey]] = {}
+
+    # --- local instances -------------------------------------------------------------------
+
+    def set_local(self, route: InstanceRoute, now: float, ttl: float | None) -> None:
+        expires = now + ttl if ttl is not None else None
+        self.local[route.key] = LocalEntry(route, now, expires)
+
+    def hold_local(self, until: float | None) -> None:
+        """Set every local report's expiry at once (None: frozen until told otherwise)."""
+        for k, e in self.local.items():
+            self.local[k] = replace(e, expires_at=until)
+
+    def remove_local(self, key: InstanceKey) -> LocalEntry | None:
+        return self.local.pop(key, None)
+
+    def expired_local(self, now: float) -> list[InstanceKey]:
+        return sorted(
+            k for k, e in self.local.items() if e.expires_at is not None and e.expires_at <= now
+        )
+
+    # --- remote paths ----------------------------------------------------------------------
+
+    def learn(self, peer: str, route: InstanceRoute, now: float) -> bool:
+        """Store a peer's path; False when it is our own path reflected back (ignored)."""
+        if route.egress == self.router:
+            return False
+        rk = (peer, route.key, route.egress)
+        self.remote[rk] = RemoteEntry(peer, route, now)
+        self._by_service.setdefault(route.service, set()).add(rk)
+        return True
+
+    def withdraw(self, peer: str, key: InstanceKey, egress: RouterId) -> bool:
+        rk = (peer, key, egress)
+        if self.remote.pop(rk, None) is None:
+            return False
+        self._unindex(rk)
+        return True
+
+    def mark_stale(self, peer: str, until: float) -> set[ServiceId]:
+        touched: set[ServiceId] = set()
+        for rk, entry in list(self.remote.items()):
+            if rk[0] == peer:
+                self.remote[rk] = replace(entry, stale_until=until)
+                touched.add(rk[1].service)
+        return touched
+
+    def drop_peer(self, peer: str, only_stale: bool) -> set[ServiceId]:
+        touched: set[ServiceId] = set()
+        for rk, entry in list(self.remote.items()):
+            if rk[0] == peer and (not only_stale or entry.stale_until is not None):
+                del self.remote[rk]
+                self._unindex(rk)
+                touched.add(rk[1].service)
+        return touched
+
+    def expire_stale(self, now: float) -> set[ServiceId]:
+        touched: set[ServiceId] = set()
+        for rk, entry in list(self.remote.items()):
+            if entry.stale_until is not None and entry.stale_until <= now:
+                del self.remote[rk]
+                self._unindex(rk)
+                touched.add(rk[1].service)
+        return touched
+
+    def _unindex(self, rk: RemoteKey) -> None:
+        keys = self._by_service.get(rk[1].service)
+        if keys is not None:
+            keys.discard(rk)
+            if not keys:
+                del self._by_service[rk[1].service]
+
+    # --- network cost ----------------------------------------------------------------------
+
+    def set_cost(self, egress: RouterId, cost: float | None) -> set[ServiceId]:
+        if cost is None:
+            changed = self.costs.pop(egress, None) is not None
+        else:
+            changed = self.costs.get(egress) != cost
+            self.costs[egress] = cost
+        if not changed:
+            return set()
+        return {rk[1].service for rk in self.remote if rk[2] == egress}
+
+    def cost(self, egress: RouterId) -> float:
+        if egress == self.router:
+            return 0.0
+        return self.costs.get(egress, self.default_cost)
+
+    # --- views -----------------------------------------------------------------------------
+
+    def services(self) -> set[ServiceId]:
+        return {k.service for k in self.local} | set(self._by_service)
+
+    def candidates(self, service: ServiceId) -> list[Candidate]:
+        """One candidate per instance: a local report wins, then the freshest path
+        (highest sequence, not stale, lowest egress, lowest peer name: deterministic)."""
+        best: dict[InstanceKey, tuple[tuple[int, int, RouterId, str], InstanceRoute]] = {}
+        for rk in self._by_service.get(service, ()):
+            entry = self.remote[rk]
+            rank = (-entry.route.seq, entry.stale_until is not None, entry.route.egress, rk[0])
+            held = best.get(rk[1])
+            if held is None or rank < held[0]:
+                best[rk[1]] = (rank, entry.route)
+        out = [
+            Candidate(route, self.cost(route.egress), local=False)
+            for key, (_, route) in best.items()
+            if key not in self.local
+        ]
+        out += [
+            Candidate(e.route, 0.0, local=True)
+            for k, e in self.local.items()
+            if k.service == service
+        ]
+        out.sort(key=lambda c: c.key)
+        return out
+
+    def snapshot(self) -> RibSnapshot:
+        return RibSnapshot(
+            local=tuple(sorted(self.local.items())),
+            remote=tuple(
+                sorted(self.remote.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2]))
+            ),
+            costs=tuple(sorted(self.costs.items())),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "router": str(self.router),
+            "local": [
+                {**e.route.to_json(), "updated_at": e.updated_at, "expires_at": e.expires_at}
+                for _, e in sorted(self.local.items())
+            ],
+            "remote": [
+                {
+                    **e.route.to_json(),
+                    "peer": e.peer,
+                    "learned_at": e.learned_at,
+                    "stale_until": e.stale_until,
+                }
+                for _, e in self.snapshot().remote
+            ],
+            "costs": {str(r): c for r, c in sorted(self.costs.items())},
+        }

@@ -1,0 +1,118 @@
+"""The decision engine's output: per D-SID, where new flows may go and how flows stick."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from cand.model import (
+    BindingId,
+    FlowKeyKind,
+    InstanceKey,
+    InstanceRoute,
+    InstanceState,
+    RouterId,
+    ServiceId,
+)
+
+WEIGHT_SCALE = 1000
+"""Weights are integers that add up to about this; the data plane needs integers."""
+
+
+class DefaultAction(enum.StrEnum):
+    """What happens to a new flow when no instance of its service may take it."""
+
+    DROP = "drop"
+    ROUTE = "route"  # fall back to plain routing towards the D-SID (nearest anycast)
+
+
+class InstanceMode(enum.StrEnum):
+    """How an egress hands packets to a local instance."""
+
+    VIP = "vip"  # the instance carries the D-SID itself
+    NAT = "nat"  # ServiceNAT: the egress translates D-SID <-> D-BID
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """How one service is steered: the per-service affinity the Dyncast draft asks for."""
+
+    service: ServiceId
+    flow_key: FlowKeyKind = FlowKeyKind.FIVE_TUPLE
+    affinity_timeout: float = 300.0
+    policy: str = "weighted"
+    default: DefaultAction = DefaultAction.DROP
+    mode: InstanceMode = InstanceMode.VIP
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An instance as the decision engine sees it: its route plus the cost to reach its egress."""
+
+    route: InstanceRoute
+    network_cost: float
+    local: bool
+
+    @property
+    def key(self) -> InstanceKey:
+        return self.route.key
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One instance in a service entry; weight 0 keeps its existing flows but takes no new one."""
+
+    binding: BindingId
+    egress: RouterId
+    sid: ipaddress.IPv6Address | None
+    weight: int
+    state: InstanceState
+    l2: int
+    network_cost: float
+    local: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "binding": str(self.binding),
+            "egress": str(self.egress),
+            "sid": str(self.sid) if self.sid is not None else None,
+            "weight": self.weight,
+            "state": self.state.value,
+            "l2": self.l2,
+            "network_cost": self.network_cost,
+            "local": self.local,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """The desired state for one D-SID at an ingress."""
+
+    spec: ServiceSpec
+    choices: tuple[Choice, ...]
+
+    @property
+    def service(self) -> ServiceId:
+        return self.spec.service
+
+    @property
+    def weights(self) -> dict[BindingId, int]:
+        return {c.binding: c.weight for c in self.choices}
+
+    @property
+    def eligible(self) -> tuple[Choice, ...]:
+        return tuple(c for c in self.choices if c.weight > 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": str(self.service),
+            "name": self.spec.name,
+            "policy": self.spec.policy,
+            "flow_key": self.spec.flow_key.value,
+            "affinity_timeout": self.spec.affinity_timeout,
+            "default": self.spec.default.value,
+            "instances": [c.to_json() for c in self.choices],
+        }

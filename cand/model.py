@@ -1,0 +1,343 @@
+"""Domain values of Dyncast: what a service, an instance, a route and a flow are.
+
+Everything here is immutable, hashable and validated when it is made, so the rest of the core
+never has to ask whether a value is well-formed.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import ipaddress
+import math
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ModelError(ValueError):
+    """A domain value was built from something it cannot be."""
+
+
+def _parse_ip(kind: str, value: object) -> IPAddress:
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise ModelError(f"{kind}: expected an IP address string, got {type(value).__name__}")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise ModelError(f"{kind}: {value!r} is not an IP address") from None
+
+
+@functools.total_ordering
+@dataclass(frozen=True, slots=True)
+class _Address:
+    """An IP address with a domain name; ordered IPv4 first, then IPv6, then by value."""
+
+    address: IPAddress
+
+    KIND = "address"
+
+    @classmethod
+    def parse(cls, value: object) -> Self:
+        return cls(_parse_ip(cls.KIND, value))
+
+    def __post_init__(self) -> None:
+        given: object = self.address  # callers may pass text: ServiceId("2001:db8::1")
+        if not isinstance(given, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            object.__setattr__(self, "address", _parse_ip(self.KIND, given))
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, _Address):
+            return NotImplemented
+        return (self.address.version, int(self.address)) < (
+            other.address.version,
+            int(other.address),
+        )
+
+    @property
+    def version(self) -> int:
+        return self.address.version
+
+    @property
+    def packed(self) -> bytes:
+        return self.address.packed
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+
+class ServiceId(_Address):
+    """D-SID: the anycast address a service is reached at, whichever instance serves it."""
+
+    KIND = "D-SID"
+
+    def __post_init__(self) -> None:
+        _Address.__post_init__(self)
+        if self.address.is_unspecified or self.address.is_multicast:
+            raise ModelError(f"D-SID: {self.address} cannot be an anycast service address")
+
+
+class BindingId(_Address):
+    """D-BID: the unicast address of one service instance."""
+
+    KIND = "D-BID"
+
+    def __post_init__(self) -> None:
+        _Address.__post_init__(self)
+        if self.address.is_unspecified or self.address.is_multicast:
+            raise ModelError(f"D-BID: {self.address} cannot be an instance address")
+
+
+class RouterId(_Address):
+    """A D-Router, named by the address other routers use as its BGP next hop."""
+
+    KIND = "router"
+
+
+class InstanceState(enum.StrEnum):
+    """An instance takes new flows only when `up`; `draining` keeps existing flows."""
+
+    UP = "up"
+    DRAINING = "draining"
+    DOWN = "down"
+
+
+class FlowKeyKind(enum.StrEnum):
+    """What identifies a flow for affinity (Dyncast draft, section 4.2)."""
+
+    FIVE_TUPLE = "5-tuple"  # src, dst, proto, sport, dport
+    THREE_TUPLE = "3-tuple"  # src, dst (the D-SID), proto: all of a client's flows stick together
+
+
+def _ratio(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ModelError(f"metrics.{name}: expected a finite number, got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ModelError(f"metrics.{name}: utilisation must be within 0..1, got {value}")
+    return round(float(value), 3)
+
+
+def _count(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelError(f"metrics.{name}: expected a whole number, got {value!r}")
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ModelError(f"metrics.{name}: must be within 0..4294967295, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedMetrics:
+    """CATS L1: one load figure in 0..1 per category, None where the instance did not say."""
+
+    compute: float | None
+    memory: float | None
+    sessions: float | None
+    queue: float | None
+
+    def bottleneck(self) -> float:
+        """The most loaded category: an instance is as busy as its scarcest resource."""
+        known = [v for v in (self.compute, self.memory, self.sessions, self.queue) if v is not None]
+        return max(known, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """What a D-MA reports about one instance.
+
+    L0 are the raw values (utilisations in 0..1 with per-mille precision, counts as integers).
+    `capacity` is how much work the instance can take relative to its siblings (any unit, the same
+    for every instance of one service); it is what makes a big idle instance worth more than a
+    small idle one. L1 and L2 are derived, so every router computes them the same way.
+    """
+
+    cpu: float | None = None
+    gpu: float | None = None
+    memory: float | None = None
+    sessions: int | None = None
+    max_sessions: int | None = None
+    queue: int | None = None
+    max_queue: int | None = None
+    capacity: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("cpu", "gpu", "memory"):
+            object.__setattr__(self, name, _ratio(name, getattr(self, name)))
+        for name in ("sessions", "max_sessions", "queue", "max_queue"):
+            _count(name, getattr(self, name))
+        _count("capacity", self.capacity)
+        if self.capacity == 0:
+            raise ModelError("metrics.capacity: must be at least 1")
+        for limit in ("max_sessions", "max_queue"):
+            if getattr(self, limit) == 0:
+                raise ModelError(f"metrics.{limit}: must be at least 1 when given")
+
+    def l1(self) -> NormalizedMetrics:
+        compute_parts = [v for v in (self.cpu, self.gpu) if v is not None]
+        return NormalizedMetrics(
+            compute=max(compute_parts) if compute_parts else None,
+            memory=self.memory,
+            sessions=_fill(self.sessions, self.max_sessions),
+            queue=_fill(self.queue, self.max_queue),
+        )
+
+    @property
+    def load(self) -> float:
+        """Bottleneck utilisation in 0..1."""
+        return self.l1().bottleneck()
+
+    @property
+    def l2(self) -> int:
+        """CATS L2: one compute cost in per-mille of the bottleneck resource (0 = idle)."""
+        return round(self.load * 1000)
+
+    @property
+    def spare(self) -> float:
+        """Capacity left, in the instance's capacity units."""
+        return self.capacity * (1.0 - self.load)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "cpu",
+                "gpu",
+                "memory",
+                "sessions",
+                "max_sessions",
+                "queue",
+                "max_queue",
+                "capacity",
+            )
+            if getattr(self, k) is not None
+        }
+
+
+def _fill(value: int | None, limit: int | None) -> float | None:
+    if value is None or limit is None:
+        return None
+    return min(1.0, value / limit)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class InstanceKey:
+    """One instance of one service, wherever it runs."""
+
+    service: ServiceId
+    binding: BindingId
+
+    def __str__(self) -> str:
+        return f"{self.service}/{self.binding}"
+
+    def stable_hash(self, size: int) -> int:
+        """A value in [0, 2**(8*size)) that every router computes the same for this instance.
+
+        Used for the ADD-PATH path identifier and the SRv6 function, so both survive a restart
+        without any state on disk.
+        """
+        digest = hashlib.sha256(self.service.packed + b"|" + self.binding.packed).digest()
+        return int.from_bytes(digest[:size], "big")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRoute:
+    """What one egress says about one instance: the unit BGP carries, one path each."""
+
+    key: InstanceKey
+    egress: RouterId
+    sid: ipaddress.IPv6Address | None
+    metrics: Metrics
+    state: InstanceState = InstanceState.UP
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if self.key.service.version != self.key.binding.version:
+            raise ModelError(
+                f"instance {self.key}: D-SID and D-BID must be the same IP version "
+                "(ServiceNAT and End.DX6 translate within one family)"
+            )
+        if self.seq < 0:
+            raise ModelError(f"instance {self.key}: sequence must not be negative")
+
+    @property
+    def service(self) -> ServiceId:
+        return self.key.service
+
+    @property
+    def binding(self) -> BindingId:
+        return self.key.binding
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": str(self.service),
+            "binding": str(self.binding),
+            "egress": str(self.egress),
+            "sid": str(self.sid) if self.sid is not None else None,
+            "state": self.state.value,
+            "seq": self.seq,
+            "l2": self.metrics.l2,
+            "metrics": self.metrics.to_json(),
+        }
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FlowKey:
+    """The part of a packet that names a flow for affinity; ports are None for a 3-tuple."""
+
+    client: IPAddress
+    service: ServiceId
+    proto: int
+    client_port: int | None = None
+    service_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.proto <= 255:
+            raise ModelError(f"flow key: protocol {self.proto} is not 0..255")
+        ports = (self.client_port, self.service_port)
+        if (ports[0] is None) != (ports[1] is None):
+            raise ModelError("flow key: give both ports (5-tuple) or neither (3-tuple)")
+        for p in ports:
+            if p is not None and not 0 <= p <= 0xFFFF:
+                raise ModelError(f"flow key: port {p} is not 0..65535")
+        if self.client.version != self.service.version:
+            raise ModelError("flow key: client and D-SID must be the same IP version")
+
+    @property
+    def kind(self) -> FlowKeyKind:
+        return FlowKeyKind.THREE_TUPLE if self.client_port is None else FlowKeyKind.FIVE_TUPLE
+
+    def __str__(self) -> str:
+        if self.client_port is None:
+            return f"{self.client} -> {self.service} proto {self.proto}"
+        return (
+            f"[{self.client}]:{self.client_port} -> [{self.service}]:{self.service_port} "
+            f"proto {self.proto}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A flow pinned to an instance (the draft's Figure 3 binding table row)."""
+
+    flow: FlowKey
+    binding: BindingId
+    egress: RouterId
+    created: float
+    last_seen: float
+    timeout: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        if self.last_seen < self.created:
+            raise ModelError("binding: last seen before it was created")
+        if self.timeout < 0:
+            raise ModelError("binding: timeout must not be negative")
+
+    def expired(self, now: float) -> bool:
+        return self.timeout > 0 and now - self.last_seen > self.timeout

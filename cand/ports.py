@@ -1,0 +1,55 @@
+"""The small typed interfaces the daemon drives; every adapter implements one of them.
+
+An adapter is an object with a long-running `run` coroutine (cancelled when the daemon stops)
+and a few methods the daemon calls. Adapters push events through `emit`; they never touch the
+engine. A new speaker or data plane is one new module that satisfies one of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from cand.engine.effects import Effect
+from cand.engine.events import Event
+from cand.model import Binding, InstanceKey, InstanceRoute
+
+Emit = Callable[[Event], Awaitable[None]]
+
+
+class MetricSource(Protocol):
+    """Turns D-MA reports into `InstanceReported` events (MQTT in cand)."""
+
+    async def run(self, emit: Emit) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class Speaker(Protocol):
+    """Distributes local instance routes and learns remote ones (GoBGP, ExaBGP)."""
+
+    async def run(self, emit: Emit) -> None: ...
+
+    async def advertise(self, routes: Sequence[InstanceRoute]) -> None: ...
+
+    async def withdraw(self, keys: Sequence[InstanceKey]) -> None: ...
+
+    async def shutdown(self) -> None:
+        """Clean stop: withdraw everything (graceful shutdown) before the session closes."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def routes(self) -> dict[str, Any]: ...
+
+
+class Dataplane(Protocol):
+    """Programs the packet path: ingress service entries and egress instance SIDs."""
+
+    async def run(self, emit: Emit) -> None: ...
+
+    async def apply(self, effects: Sequence[Effect]) -> None: ...
+
+    async def bindings(self) -> list[Binding]: ...
+
+    def status(self) -> dict[str, Any]: ...

@@ -1,0 +1,97 @@
+"""Tables for people, from the same JSON the API gives scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def services(data: list[dict[str, Any]]) -> str:
+    out = []
+    for svc in data:
+        head = (
+            f"{svc['service']} {svc['name'] or ''} policy={svc['policy']} "
+            f"flow-key={svc['flow_key']} timeout={svc['affinity_timeout']}s "
+            f"default={svc['default']}"
+        )
+        rows = [
+            (
+                i["binding"],
+                i["egress"] + (" (local)" if i["local"] else ""),
+                i["sid"],
+                i["state"],
+                i["l2"],
+                i["network_cost"],
+                i["weight"],
+            )
+            for i in svc["instances"]
+        ]
+        body = (
+            table(("D-BID", "egress", "SRv6 SID", "state", "L2", "net cost", "weight"), rows)
+            if rows
+            else "  (no instance: new flows get the default action)"
+        )
+        out.append(head + "\n" + body)
+    return "\n\n".join(out) if out else "no services"
+
+
+def routes(data: dict[str, Any]) -> str:
+    def rows(items: list[dict[str, Any]], extra: str) -> list[tuple[Any, ...]]:
+        return [
+            (
+                r["service"],
+                r["binding"],
+                r["egress"],
+                r["sid"],
+                r["state"],
+                r["seq"],
+                r["l2"],
+                _metrics(r["metrics"]),
+                r.get(extra),
+            )
+            for r in items
+        ]
+
+    headers = ("D-SID", "D-BID", "egress", "SRv6 SID", "state", "seq", "L2", "metrics")
+    parts = [
+        "Local instances:\n" + table((*headers, "expires"), rows(data["local"], "expires_at")),
+        "Received paths:\n" + table((*headers, "peer"), rows(data["received"], "peer")),
+    ]
+    if data.get("advertised"):
+        parts.insert(1, "Advertised:\n" + table((*headers, "-"), rows(data["advertised"], "-")))
+    return "\n\n".join(parts)
+
+
+def bindings(data: list[dict[str, Any]]) -> str:
+    rows = [
+        (b["flow"], b["flow_key"], b["binding"], b["egress"], b["age"], b["timeout"]) for b in data
+    ]
+    return table(("flow", "key", "D-BID", "egress", "age s", "timeout s"), rows)
+
+
+def status(data: dict[str, Any]) -> str:
+    lines = [
+        f"cand {data['version']}  router {data['router']}  roles {','.join(data['roles'])}  "
+        f"up {data['uptime']}s",
+        f"services {data['services']}  local instances {data['local_instances']}  "
+        f"remote paths {data['remote_paths']}  queue {data['queue']}",
+        "engine: " + " ".join(f"{k}={v}" for k, v in data["engine"].items()),
+    ]
+    for src in data.get("metric_sources") or []:
+        lines.append("metrics: " + " ".join(f"{k}={v}" for k, v in src.items()))
+    for part in ("speaker", "dataplane"):
+        if data.get(part):
+            lines.append(f"{part}: " + " ".join(f"{k}={v}" for k, v in data[part].items()))
+    return "\n".join(lines)
+
+
+def _metrics(m: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in m.items())

@@ -1,0 +1,47 @@
+"""From a config to the adapters the daemon runs: plugins are found by entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cand import plugins
+from cand.config import Config
+from cand.daemon import Adapters
+
+
+def build_adapters(cfg: Config) -> Adapters:
+    a = Adapters()
+    if cfg.mqtt is not None and cfg.egress:
+        source = plugins.load("cand.metric_sources", "mqtt")
+        a.sources.append(source.from_config(cfg))
+    if cfg.bgp is not None and cfg.bgp.speaker != "none":
+        a.speaker = plugins.load("cand.speakers", cfg.bgp.speaker).from_config(cfg)
+    if cfg.dataplane is not None and cfg.dataplane.kind != "none":
+        a.dataplane = plugins.load("cand.dataplanes", cfg.dataplane.kind).from_config(cfg)
+    return a
+
+
+def plan(cfg: Config) -> dict[str, Any]:
+    """What `cand run` would start, without starting it (`cand run --plan`)."""
+    eng = cfg.engine_config()
+    return {
+        "router": cfg.router.id,
+        "roles": list(cfg.router.roles),
+        "metric_source": "mqtt" if cfg.mqtt is not None and cfg.egress else None,
+        "speaker": cfg.bgp.speaker if cfg.bgp is not None else None,
+        "dataplane": cfg.dataplane.kind if cfg.dataplane is not None else None,
+        "installed_plugins": {g: sorted(plugins.available(g)) for g in plugins.GROUPS},
+        "services": [
+            {
+                "sid": str(s.service),
+                "name": s.name,
+                "policy": s.policy,
+                "flow_key": s.flow_key.value,
+                "affinity_timeout": s.affinity_timeout,
+                "default": s.default.value,
+                "mode": s.mode.value,
+            }
+            for s in eng.services.values()
+        ],
+        "api_socket": str(cfg.api.socket),
+    }
