@@ -99,6 +99,12 @@ class MqttConfig(_Model):
     max_payload: Annotated[int, Field(ge=64, le=1 << 20)] = 4096
     default_expiry: Seconds = 30.0
     """How long a report stays true when the publisher set no message expiry."""
+    will_confirm: Seconds = 0.1
+    """How long a live Last Will waits before it takes effect: brokers publish every will
+    when they shut down, and a will followed by our own connection dropping is discarded."""
+    will_grace: Seconds = 5.0
+    """How long a retained Last Will found on (re)subscribing waits for a newer report from
+    the instance (it reconnecting after a broker restart) before it takes effect."""
 
     @model_validator(mode="after")
     def _secret(self) -> MqttConfig:

@@ -74,6 +74,10 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._consume(), name="engine")
                 tg.create_task(api.serve(), name="api")
+                if self.config.prometheus.listen:
+                    from cand.metrics import serve as serve_metrics
+
+                    tg.create_task(serve_metrics(self, self.config.prometheus.listen), name="prom")
                 for i, source in enumerate(self.adapters.sources):
                     tg.create_task(source.run(self.emit), name=f"metric-source-{i}")
                 if self.adapters.speaker is not None:

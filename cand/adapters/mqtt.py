@@ -5,6 +5,11 @@ Every message is validated; a bad one is counted by reason, logged at most once 
 is reported to the engine (`MetricsReachable`) so that silence during an outage is not read as
 instances dying; reconnects back off with jitter and resubscribe, and the retained messages
 resync the state without a flap (exact re-deliveries are recognised and ignored).
+
+Last Wills need care: a broker publishes every client's will when it shuts down, and keeps
+them as retained messages. So a will (a `down` whose seq is its epoch) is held back briefly
+(`will_confirm`) and discarded if our own connection drops meanwhile; a retained will found on
+subscribing is held for `will_grace`, and a newer report from the instance cancels it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import aiomqtt
 from cand.broker import Backoff, BrokerSettings, make_client, read_secret
 from cand.config import Config, MqttConfig
 from cand.engine.events import InstanceReported, MetricsReachable
-from cand.model import ServiceId
+from cand.model import InstanceKey, ServiceId
 from cand.ports import Emit
 from cand.wire import mqtt as wire
 
@@ -47,6 +52,10 @@ class MqttMetricSource:
         self.connected = False
         self.connects = 0
         self._last_log: dict[str, float] = {}
+        self._held: dict[InstanceKey, asyncio.Task[None]] = {}
+        self.wills_applied = 0
+        self.wills_cancelled = 0
+        self.wills_discarded = 0
 
     @classmethod
     def from_config(cls, config: Config) -> MqttMetricSource:
@@ -83,21 +92,56 @@ class MqttMetricSource:
                     log.info("event=mqtt_connected broker=%s:%s", settings.host, settings.port)
                     await emit(MetricsReachable(True, self.cfg.default_expiry))
                     async for message in client.messages:
-                        event = self.handle(
-                            message.topic.value, _payload(message.payload), _expiry(message)
+                        got = self.handle(
+                            message.topic.value,
+                            _payload(message.payload),
+                            _expiry(message),
+                            retained=bool(message.retain),
                         )
-                        if event is not None:
-                            await emit(event)
+                        if got is not None:
+                            await self._deliver(got, emit)
             except aiomqtt.MqttError as e:
                 delay = backoff.delay()
+                self._drop_held("connection lost")
                 if self.connected:
                     await emit(MetricsReachable(False))
                 self.connected = False
                 log.warning("event=mqtt_lost error=%r retry_in=%.2f", str(e), delay)
                 await asyncio.sleep(delay)
+            finally:
+                self._drop_held("stopping")
 
-    def handle(self, topic: str, payload: bytes, expiry: float | None) -> InstanceReported | None:
-        """One message to at most one event; never raises for anything a publisher can send."""
+    async def _deliver(self, got: tuple[InstanceReported, float], emit: Emit) -> None:
+        event, hold = got
+        held = self._held.pop(event.key, None)
+        if held is not None:
+            held.cancel()  # a newer report: the instance is alive after all
+            self.wills_cancelled += 1
+        if hold <= 0:
+            await emit(event)
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(hold)
+            self._held.pop(event.key, None)
+            self.wills_applied += 1
+            await emit(event)
+
+        self._held[event.key] = asyncio.create_task(later(), name=f"will {event.key}")
+
+    def _drop_held(self, why: str) -> None:
+        if self._held:
+            log.info("event=mqtt_wills_discarded count=%d why=%s", len(self._held), why)
+        for task in self._held.values():
+            task.cancel()
+            self.wills_discarded += 1
+        self._held.clear()
+
+    def handle(
+        self, topic: str, payload: bytes, expiry: float | None, retained: bool = False
+    ) -> tuple[InstanceReported, float] | None:
+        """One message to at most one event and how long to hold it back (Last Wills only).
+        Never raises for anything a publisher can send."""
         try:
             key = wire.parse_topic(topic, self.cfg.topic_prefix)
             if key.service not in self.services:
@@ -115,7 +159,11 @@ class MqttMetricSource:
             return None
         self.accepted += 1
         ttl = expiry if expiry is not None else self.cfg.default_expiry
-        return InstanceReported(report.key, report.state, report.metrics, report.seq, ttl)
+        hold = 0.0
+        if report.is_will:
+            hold = self.cfg.will_grace if retained else self.cfg.will_confirm
+        event = InstanceReported(report.key, report.state, report.metrics, report.seq, ttl)
+        return event, hold
 
     def _log_drop(self, topic: str, e: wire.PayloadError) -> None:
         now = self.clock()
@@ -136,6 +184,9 @@ class MqttMetricSource:
             "connects": self.connects,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            "wills_applied": self.wills_applied,
+            "wills_cancelled": self.wills_cancelled,
+            "wills_discarded": self.wills_discarded,
             "dropped": sum(self.dropped.values()),
             **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())},
         }

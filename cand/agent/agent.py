@@ -205,7 +205,7 @@ class MetricAgent:
                 seq = self._next_seq()
                 await client.publish(
                     self.topic,
-                    self._payload(InstanceState.DOWN, seq, seq),
+                    self._payload(InstanceState.DOWN, seq, seq - 1),  # seq > epoch: not a will
                     qos=1,
                     retain=True,
                     properties=publish_properties(self.expiry),

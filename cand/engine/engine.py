@@ -153,7 +153,9 @@ class Engine:
             self.counters["rejected_reports"] += 1
             return []
         held = self.rib.local.get(key)
-        if held is not None and ev.seq < held.route.seq:
+        # A `down` may carry an older sequence: the Last Will is written when the publisher
+        # connects, before its reports (the source's sequencer has already checked it).
+        if held is not None and ev.seq < held.route.seq and ev.state is not InstanceState.DOWN:
             self.counters["stale_reports"] += 1
             return []
         sid = self.sid_for(key)

@@ -54,6 +54,11 @@ class Report:
     state: InstanceState
     metrics: Metrics
 
+    @property
+    def is_will(self) -> bool:
+        """A Last Will: written at connect time, so its seq is the session's epoch."""
+        return self.state is InstanceState.DOWN and self.seq == self.epoch
+
 
 def topic(key: InstanceKey, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}/{key.service}/{key.binding}"

@@ -1,0 +1,99 @@
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cand import config
+from cand.engine import DefaultAction, InstanceMode
+from cand.model import FlowKeyKind, ServiceId
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "cand.toml"
+
+
+def example() -> dict[str, Any]:
+    return tomllib.loads(EXAMPLE.read_text())
+
+
+def problems(data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(data, "t.toml")
+    return dict(e.value.problems)
+
+
+def test_example_is_valid_and_maps_to_engine_config() -> None:
+    cfg = config.load(EXAMPLE)
+    eng = cfg.engine_config()
+    video = eng.services[ServiceId.parse("2001:db8:5::2")]
+    assert video.flow_key is FlowKeyKind.THREE_TUPLE
+    assert video.mode is InstanceMode.NAT and video.default is DefaultAction.DROP
+    assert video.policy == "weighted"
+    assert eng.ingress and eng.egress and eng.locator is not None
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "reason"),
+    [
+        (lambda d: d["services"][1].update(sid="nope"), "services[1].sid", "not an IP address"),
+        (lambda d: d["router"].update(rolez=1), "router.rolez", "unknown option"),
+        (lambda d: d["damping"].update(threshold=5000), "damping.threshold", "less than"),
+        (lambda d: d["router"].update(id="x"), "router.id", "not an IP address"),
+        (lambda d: d["router"].update(locator="fc00::/96"), "router.locator", "longer than /64"),
+        (lambda d: d["bgp"]["neighbors"][0].pop("asn"), "bgp.neighbors[0].asn", "missing"),
+        (lambda d: d["services"][0].update(flow_key="4-tuple"), "services[0].flow_key", "5-tuple"),
+        (lambda d: d["prometheus"].update(listen="nope"), "prometheus.listen", "HOST:PORT"),
+        (lambda d: d["mqtt"].update(password="x"), "mqtt", "not both"),
+        (
+            lambda d: d["services"][1].update(sid=d["services"][0]["sid"]),
+            "services[1].sid",
+            "already services[0]",
+        ),
+        (lambda d: d["router"].pop("locator"), "router.locator", "needs an SRv6 locator"),
+    ],
+)
+def test_errors_name_the_field(edit: Any, field: str, reason: str) -> None:
+    d = example()
+    edit(d)
+    found = problems(d)
+    assert field in found, found
+    assert reason in found[field]
+
+
+def test_missing_router_table() -> None:
+    assert problems({}) == {"router": "required option is missing"}
+
+
+def test_syntax_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[router\n")
+    with pytest.raises(config.ConfigError, match="syntax"):
+        config.load(bad)
+    with pytest.raises(config.ConfigError, match="No such file"):
+        config.load(tmp_path / "none.toml")
+
+
+def test_schema_lists_every_table() -> None:
+    props = config.json_schema()["properties"]
+    assert {"router", "mqtt", "bgp", "decision", "damping", "services"} <= set(props)
+
+
+def test_every_option_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = []
+    for model in (
+        config.RouterConfig,
+        config.MqttConfig,
+        config.BgpConfig,
+        config.NeighborConfig,
+        config.DecisionConfig,
+        config.DampingConfig,
+        config.NetworkCostConfig,
+        config.DataplaneConfig,
+        config.ServiceConfig,
+        config.ServiceDefaults,
+        config.ApiConfig,
+        config.PrometheusConfig,
+        config.LogConfig,
+    ):
+        missing += [f"{model.__name__}.{f}" for f in model.model_fields if f"`{f}`" not in doc]
+    assert missing == []
