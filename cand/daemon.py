@@ -107,11 +107,9 @@ class Daemon:
             while len(batch) < MAX_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             now = self.clock()
-            effects: list[Effect] = []
-            for event in batch:
-                effects += self.engine.handle(event, now)
             if deadline is not None and deadline <= now and not isinstance(batch[0], Tick):
-                effects += self.engine.handle(Tick(), now)
+                batch.append(Tick())
+            effects = self.engine.handle_many(batch, now)
             await self._apply(effects, batch)
 
     async def _apply(self, effects: list[Effect], batch: Sequence[Event]) -> None:

@@ -38,6 +38,7 @@ class _Address:
     """An IP address with a domain name; ordered IPv4 first, then IPv6, then by value."""
 
     address: IPAddress
+    _hash: int = field(init=False, repr=False, compare=False)
 
     KIND = "address"
 
@@ -49,6 +50,11 @@ class _Address:
         given: object = self.address  # callers may pass text: ServiceId("2001:db8::1")
         if not isinstance(given, ipaddress.IPv4Address | ipaddress.IPv6Address):
             object.__setattr__(self, "address", _parse_ip(self.KIND, given))
+        # ipaddress hashes through hex(); these keys are hashed on every event, so keep it
+        object.__setattr__(self, "_hash", hash((type(self).__name__, int(self.address))))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, _Address):
@@ -166,6 +172,7 @@ class Metrics:
     queue: int | None = None
     max_queue: int | None = None
     capacity: int = 100
+    _load: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
         for name in ("cpu", "gpu", "memory"):
@@ -178,6 +185,7 @@ class Metrics:
         for limit in ("max_sessions", "max_queue"):
             if getattr(self, limit) == 0:
                 raise ModelError(f"metrics.{limit}: must be at least 1 when given")
+        object.__setattr__(self, "_load", self.l1().bottleneck())
 
     def l1(self) -> NormalizedMetrics:
         compute_parts = [v for v in (self.cpu, self.gpu) if v is not None]
@@ -191,7 +199,7 @@ class Metrics:
     @property
     def load(self) -> float:
         """Bottleneck utilisation in 0..1."""
-        return self.l1().bottleneck()
+        return self._load
 
     @property
     def l2(self) -> int:
@@ -226,12 +234,28 @@ def _fill(value: int | None, limit: int | None) -> float | None:
     return min(1.0, value / limit)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True, slots=True)
 class InstanceKey:
-    """One instance of one service, wherever it runs."""
+    """One instance of one service, wherever it runs. Ordered by D-SID, then D-BID."""
 
     service: ServiceId
     binding: BindingId
+    _hash: int = field(init=False, repr=False, compare=False)
+    _order: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.service, self.binding)))
+        s, b = self.service.address, self.binding.address
+        object.__setattr__(self, "_order", (s.version, int(s), b.version, int(b)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, InstanceKey):
+            return NotImplemented
+        return self._order < other._order
 
     def __str__(self) -> str:
         return f"{self.service}/{self.binding}"

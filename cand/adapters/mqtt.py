@@ -162,7 +162,9 @@ class MqttMetricSource:
         hold = 0.0
         if report.is_will:
             hold = self.cfg.will_grace if retained else self.cfg.will_confirm
-        event = InstanceReported(report.key, report.state, report.metrics, report.seq, ttl)
+        event = InstanceReported(
+            report.key, report.state, report.metrics, report.seq, ttl, origin_ts=report.ts
+        )
         return event, hold
 
     def _log_drop(self, topic: str, e: wire.PayloadError) -> None:

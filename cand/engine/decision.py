@@ -51,17 +51,13 @@ def decide(
     """
     live = [c for c in candidates if c.route.state is not InstanceState.DOWN]
     up = [c for c in live if c.route.state is InstanceState.UP]
-    prev_weights = (
-        {InstanceKey(spec.service, c.binding): c.weight for c in previous.choices}
-        if previous is not None
-        else {}
-    )
+    prev_weights = {c.key: c.weight for c in previous.choices} if previous is not None else {}
     weights = quantize(policy.scores(up, prev_weights)) if up else {}
     if previous is not None and _within(weights, prev_weights, hysteresis):
         weights = {k: prev_weights[k] for k in weights}
     choices = tuple(
         Choice(
-            binding=c.route.binding,
+            key=c.key,
             egress=c.route.egress,
             sid=c.route.sid,
             weight=weights.get(c.key, 0),

@@ -86,31 +86,45 @@ class Engine:
     # --- public ----------------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
-        self.counters["events"] += 1
+        return self.handle_many((event,), now)
+
+    def handle_many(self, events: Iterable[Event], now: float) -> list[Effect]:
+        """Several events that arrived together: each touched service is decided once, after
+        all of them, so a burst of N updates to one service costs one decision, not N."""
+        effects: list[Effect] = []
+        dirty: set[ServiceId] = set()
+        for event in events:
+            self.counters["events"] += 1
+            effects += self._dispatch(event, now, dirty)
+        return effects + self._recompute(dirty)
+
+    def _dispatch(self, event: Event, now: float, dirty: set[ServiceId]) -> list[Effect]:
         match event:
             case InstanceReported():
-                return self._on_report(event, now)
+                return self._on_report(event, now, dirty)
             case RouteLearned(peer=peer, route=route):
-                return self._recompute({route.service}) if self.rib.learn(peer, route, now) else []
+                if self.rib.learn(peer, route, now):
+                    dirty.add(route.service)
             case RouteWithdrawn(peer=peer, key=key, egress=egress):
-                hit = self.rib.withdraw(peer, key, egress)
-                return self._recompute({key.service}) if hit else []
+                if self.rib.withdraw(peer, key, egress):
+                    dirty.add(key.service)
             case PeerDown(peer=peer, stale_for=stale_for):
                 if stale_for > 0:
                     self.rib.mark_stale(peer, now + stale_for)
-                    return []
-                return self._recompute(self.rib.drop_peer(peer, only_stale=False))
+                else:
+                    dirty |= self.rib.drop_peer(peer, only_stale=False)
             case PeerSynced(peer=peer):
-                return self._recompute(self.rib.drop_peer(peer, only_stale=True))
+                dirty |= self.rib.drop_peer(peer, only_stale=True)
             case CostChanged(egress=egress, cost=cost):
-                return self._recompute(self.rib.set_cost(egress, cost))
+                dirty |= self.rib.set_cost(egress, cost)
             case MetricsReachable(reachable=reachable, grace=grace):
                 self.metrics_reachable = reachable
                 self.rib.hold_local(now + grace if reachable else None)
-                return []
             case Tick():
-                return self._on_tick(now)
-        raise TypeError(f"not an event: {event!r}")
+                return self._on_tick(now, dirty)
+            case _:
+                raise TypeError(f"not an event: {event!r}")
+        return []
 
     def start(self) -> list[Effect]:
         """The effects a fresh daemon owes before any event: an entry for every configured
@@ -147,7 +161,7 @@ class Engine:
 
     # --- handlers --------------------------------------------------------------------------
 
-    def _on_report(self, ev: InstanceReported, now: float) -> list[Effect]:
+    def _on_report(self, ev: InstanceReported, now: float, dirty: set[ServiceId]) -> list[Effect]:
         key = ev.key
         if not self.config.egress or key.service not in self.config.services:
             self.counters["rejected_reports"] += 1
@@ -178,12 +192,11 @@ class Engine:
             if held is None and sid is not None:
                 effects.append(ProgramLocalInstance(key, sid))
             effects += self._damp(key, route, now)
-        effects += self._recompute({key.service})
+        dirty.add(key.service)
         return effects
 
-    def _on_tick(self, now: float) -> list[Effect]:
+    def _on_tick(self, now: float, touched: set[ServiceId]) -> list[Effect]:
         effects: list[Effect] = []
-        touched: set[ServiceId] = set()
         for key in self.rib.expired_local(now):
             gone = self.rib.remove_local(key)
             effects += self._damp(key, None, now)
@@ -192,7 +205,6 @@ class Engine:
             touched.add(key.service)
         touched |= self.rib.expire_stale(now)
         effects += self._actions(self.damper.due(now))
-        effects += self._recompute(touched)
         return effects
 
     def _damp(self, key: InstanceKey, route: InstanceRoute | None, now: float) -> list[Effect]:

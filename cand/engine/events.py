@@ -20,6 +20,8 @@ class InstanceReported:
     metrics: Metrics
     seq: int
     ttl: float | None = None
+    origin_ts: float | None = None
+    """The publisher's wall clock when it sent the report: for latency tracing only."""
 
 
 @dataclass(frozen=True, slots=True)

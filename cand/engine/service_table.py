@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cand.model import (
     BindingId,
@@ -48,9 +48,10 @@ class ServiceSpec:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """An instance as the decision engine sees it: its route plus the cost to reach its egress."""
+class Candidate(NamedTuple):
+    """An instance as the decision engine sees it: its route plus the cost to reach its egress.
+
+    NamedTuple rather than a frozen dataclass: built for every instance on every decision."""
 
     route: InstanceRoute
     network_cost: float
@@ -61,11 +62,11 @@ class Candidate:
         return self.route.key
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """One instance in a service entry; weight 0 keeps its existing flows but takes no new one."""
+class Choice(NamedTuple):
+    """One instance in a service entry; weight 0 keeps its existing flows but takes no new one.
+    (A NamedTuple for the same reason as Candidate.)"""
 
-    binding: BindingId
+    key: InstanceKey
     egress: RouterId
     sid: ipaddress.IPv6Address | None
     weight: int
@@ -73,6 +74,10 @@ class Choice:
     l2: int
     network_cost: float
     local: bool
+
+    @property
+    def binding(self) -> BindingId:
+        return self.key.binding
 
     def to_json(self) -> dict[str, Any]:
         return {

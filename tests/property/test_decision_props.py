@@ -49,7 +49,7 @@ def test_more_load_never_means_more_weight(
         changed = list(cs)
         m = changed[i].route.metrics
         route = replace(changed[i].route, metrics=Metrics(cpu=load, capacity=m.capacity))
-        changed[i] = replace(changed[i], route=route)
+        changed[i] = changed[i]._replace(route=route)
         entry = decide(SPEC, changed, Weighted(P), None, 0.0)
         return entry.weights.get(changed[i].route.binding, 0)
 
@@ -66,8 +66,7 @@ def test_hysteresis_holds_for_small_changes(cs: list[Candidate], h: float, name:
     again = decide(SPEC, cs, pol, first, h)
     assert again.weights == first.weights
     nudged = [
-        replace(
-            c,
+        c._replace(
             route=replace(
                 c.route,
                 metrics=Metrics(

@@ -1,0 +1,180 @@
+"""Metric ingestion: D-MA publish -> rib event latency, and sustained messages/s.
+
+    .venv/bin/python -m bench.mqtt_ingest [--messages 10000] [--rate 1000]
+
+A publisher process sends reports for 10 services x 10 instances through a real mosquitto.
+Measured twice in the same run: a bare aiomqtt subscriber (the baseline: broker and client
+alone), then the cand daemon (validation, sequencing, engine, effects). Latency is receive
+time minus the `ts` the publisher wrote, both from this machine's clock. Paced at --rate for
+latency; then unpaced for throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+
+from bench.common import mosquitto, save, summary, table
+from cand import config as configmod
+from cand.daemon import Daemon
+from cand.engine import Effect, Event, InstanceReported
+from cand.wire import mqtt as wire
+from cand.wiring import build_adapters
+
+SERVICES = 10
+PER_SERVICE = 10
+
+
+def publish(port: int, n: int, rate: float) -> subprocess.Popen[bytes]:
+    args = [str(port), str(n), str(rate), str(SERVICES), str(PER_SERVICE)]
+    return subprocess.Popen([sys.executable, "-m", "bench.mqtt_publisher", *args])
+
+
+@dataclass
+class Run:
+    """What one phase saw: latency per message and when each arrived."""
+
+    sent: int
+    latency: list[float] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, origin_ts: float) -> None:
+        self.latency.append(time.time() - origin_ts)
+        self.arrivals.append(time.monotonic())
+        self.changed.set()
+
+    @property
+    def rate(self) -> float:
+        span = self.arrivals[-1] - self.arrivals[0] if len(self.arrivals) > 1 else 0.0
+        return len(self.arrivals) / span if span > 0 else float("nan")
+
+    @property
+    def delivered(self) -> float:
+        return len(self.arrivals) / self.sent
+
+    async def until_done(self, proc: subprocess.Popen[bytes], idle: float = 1.0) -> None:
+        """All messages arrived, or the publisher is done and nothing came for `idle` s
+        (a broker drops QoS 1 messages beyond its queue limit for a slow subscriber)."""
+        while len(self.arrivals) < self.sent:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), idle)
+            except TimeoutError:
+                if proc.poll() is not None:
+                    return
+
+
+async def baseline(port: int, n: int, rate: float) -> Run:
+    run = Run(n)
+    async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as c:
+        await c.subscribe(wire.subscription(service=None), 1)
+
+        async def consume() -> None:
+            async for msg in c.messages:
+                raw = msg.payload if isinstance(msg.payload, bytes) else b""
+                run.add(wire.decode(wire.parse_topic(msg.topic.value), raw).ts)
+
+        reader = asyncio.create_task(consume())
+        proc = publish(port, n, rate)
+        try:
+            await run.until_done(proc)
+        finally:
+            proc.wait()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    return run
+
+
+async def through_daemon(port: int, n: int, rate: float) -> Run:
+    run = Run(n)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = configmod.parse(
+            {
+                "router": {"id": "fc00:ff::2", "roles": ["egress"], "locator": "fc00:0:2::/48"},
+                "mqtt": {"host": "127.0.0.1", "port": port},
+                "services": [{"sid": f"2001:db8:5::{s:x}"} for s in range(1, SERVICES + 1)],
+                "api": {"socket": str(Path(d) / "s")},
+                "prometheus": {"listen": ""},
+                "log": {"level": "warning"},
+            }
+        )
+        daemon = Daemon(cfg, build_adapters(cfg))
+
+        def listener(batch: Sequence[Event], effects: Sequence[Effect]) -> None:
+            for e in batch:
+                if isinstance(e, InstanceReported) and e.origin_ts is not None:
+                    run.add(e.origin_ts)
+
+        daemon.listeners.append(listener)
+        task = asyncio.create_task(daemon.run())
+        await daemon.ready.wait()
+        while not daemon.adapters.sources[0].status()["connected"]:
+            await asyncio.sleep(0.01)
+        proc = publish(port, n, rate)
+        try:
+            await run.until_done(proc)
+        finally:
+            proc.wait()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=10_000)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    a = ap.parse_args()
+    with mosquitto() as port:
+        b_paced = asyncio.run(baseline(port, a.messages, a.rate))
+        d_paced = asyncio.run(through_daemon(port, a.messages, a.rate))
+        b_flood = asyncio.run(baseline(port, a.messages, 0))
+        d_flood = asyncio.run(through_daemon(port, a.messages, 0))
+    bs = summary([x * 1000 for x in b_paced.latency])
+    ds = summary([x * 1000 for x in d_paced.latency])
+    b_rate, d_rate = b_flood.rate, d_flood.rate
+    rows = [
+        ("publish -> event p50 (ms)", bs["p50"], ds["p50"], ds["p50"] / bs["p50"]),
+        ("publish -> event p99 (ms)", bs["p99"], ds["p99"], ds["p99"] / bs["p99"]),
+        ("delivered at the paced rate", b_paced.delivered, d_paced.delivered, ""),
+        ("sustained messages/s (flood)", b_rate, d_rate, d_rate / b_rate),
+        ("delivered in the flood", b_flood.delivered, d_flood.delivered, ""),
+    ]
+    print(
+        f"MQTT ingestion: {a.messages} messages, {SERVICES} services x {PER_SERVICE} instances, "
+        f"paced at {a.rate}/s for latency, unpaced for messages/s"
+    )
+    print(table(("figure", "bare subscriber", "cand daemon", "ratio"), rows))
+    path = save(
+        "mqtt_ingest",
+        {
+            "command": "python -m bench.mqtt_ingest " + " ".join(sys.argv[1:]),
+            "messages": a.messages,
+            "rate": a.rate,
+            "baseline_ms": bs,
+            "daemon_ms": ds,
+            "baseline_msgs_per_s": b_rate,
+            "daemon_msgs_per_s": d_rate,
+            "delivered": {
+                "baseline_paced": b_paced.delivered,
+                "daemon_paced": d_paced.delivered,
+                "baseline_flood": b_flood.delivered,
+                "daemon_flood": d_flood.delivered,
+            },
+        },
+    )
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
