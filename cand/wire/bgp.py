@@ -1,0 +1,430 @@
+"""Dyncast instance routes in BGP, encoding version 1 (docs/wire-formats.md, byte-exact).
+
+One path per instance: NLRI = the D-SID as a host prefix, ADD-PATH path identifier =
+a stable hash of (D-SID, D-BID), NEXT_HOP = the egress. cand owns three attributes, all
+optional transitive (0xC0) so that every speaker and reflector carries them unchanged:
+
+- BGP Prefix-SID (40): SRv6 L3 Service TLV with the instance's SID (End.DX6 / End.DX4) and
+  the SID structure;
+- the D-BID: an IPv6 address-specific extended community (25, RFC 5701) for an IPv6 D-BID,
+  or an IPv4 address-specific extended community inside EXTENDED_COMMUNITIES (16) for IPv4,
+  both sub-type 0x03 (Route Origin);
+- the metrics: large communities (32, RFC 8092) `<origin ASN>:<code>:<value>`.
+
+Pure: bytes in, values out. The same functions serve the GoBGP speaker (pattrs_binary), the
+ExaBGP speaker (generic attributes) and the wire-capture tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from cand.model import (
+    BindingId,
+    InstanceKey,
+    InstanceRoute,
+    InstanceState,
+    Metrics,
+    ModelError,
+    RouterId,
+    ServiceId,
+)
+
+ENCODING_VERSION = 1
+
+# path attribute type codes
+ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF = 1, 2, 3, 5
+MP_REACH_NLRI, MP_UNREACH_NLRI = 14, 15
+EXTENDED_COMMUNITIES, IPV6_EXTENDED_COMMUNITIES = 16, 25
+LARGE_COMMUNITY, PREFIX_SID = 32, 40
+
+OPTIONAL, TRANSITIVE, PARTIAL, EXTENDED = 0x80, 0x40, 0x20, 0x10
+OPT_TRANS = OPTIONAL | TRANSITIVE
+
+# flags every attribute cand writes must carry (GoBGP accepts a wrong flag through its API and
+# the receiver then resets the session: check before handing anything to a speaker)
+REQUIRED_FLAGS = {
+    ORIGIN: TRANSITIVE,
+    AS_PATH: TRANSITIVE,
+    MP_REACH_NLRI: OPTIONAL,
+    EXTENDED_COMMUNITIES: OPT_TRANS,
+    IPV6_EXTENDED_COMMUNITIES: OPT_TRANS,
+    LARGE_COMMUNITY: OPT_TRANS,
+    PREFIX_SID: OPT_TRANS,
+}
+
+ROUTE_ORIGIN_SUBTYPE = 0x03
+SRV6_L3_SERVICE_TLV = 5
+SRV6_SID_INFORMATION = 1
+SRV6_SID_STRUCTURE = 1
+END_DX6, END_DX4 = 0x0010, 0x0011
+
+# large-community metric codes (local data part 1); docs/wire-formats.md lists them
+CODE_L2 = 1
+CODE_CPU = 2
+CODE_GPU = 3
+CODE_MEMORY = 4
+CODE_SESSIONS = 5
+CODE_MAX_SESSIONS = 6
+CODE_QUEUE = 7
+CODE_MAX_QUEUE = 8
+CODE_CAPACITY = 9
+CODE_STATE = 10
+CODE_SEQ_HIGH = 11
+CODE_SEQ_LOW = 12
+CODES = range(1, 13)
+_PERMILLE = {CODE_CPU: "cpu", CODE_GPU: "gpu", CODE_MEMORY: "memory"}
+_COUNTS = {
+    CODE_SESSIONS: "sessions",
+    CODE_MAX_SESSIONS: "max_sessions",
+    CODE_QUEUE: "queue",
+    CODE_MAX_QUEUE: "max_queue",
+}
+_STATES = {InstanceState.UP: 0, InstanceState.DRAINING: 1}
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid Dyncast route: the path is treated as withdrawn."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    flags: int
+    type: int
+    value: bytes
+
+    def to_bytes(self) -> bytes:
+        if len(self.value) > 255:
+            return (
+                struct.pack("!BBH", self.flags | EXTENDED, self.type, len(self.value)) + self.value
+            )
+        return struct.pack("!BBB", self.flags & ~EXTENDED, self.type, len(self.value)) + self.value
+
+
+def path_id(key: InstanceKey) -> int:
+    """ADD-PATH path identifier: stable per (D-SID, D-BID) at its origin, never 0."""
+    return key.stable_hash(4) or 1
+
+
+def host_prefix(service: ServiceId) -> bytes:
+    """NLRI prefix bytes: length in bits, then the address (a host route)."""
+    return bytes([service.address.max_prefixlen]) + service.packed
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def sid_structure(locator_len: int) -> bytes:
+    """Block = the first min(L, 32) bits of the locator, node = the rest, function = the
+    remaining 128 - L bits (cand's function is a hash in the low bits), no argument."""
+    block = min(locator_len, 32)
+    return bytes([block, locator_len - block, 128 - locator_len, 0, 0, 0])
+
+
+def prefix_sid(sid: ipaddress.IPv6Address, binding: BindingId, locator_len: int = 64) -> bytes:
+    behavior = END_DX6 if binding.version == 6 else END_DX4
+    structure = struct.pack("!BH", SRV6_SID_STRUCTURE, 6) + sid_structure(locator_len)
+    info_value = b"\x00" + sid.packed + b"\x00" + struct.pack("!H", behavior) + b"\x00" + structure
+    info = struct.pack("!BH", SRV6_SID_INFORMATION, len(info_value)) + info_value
+    service_value = b"\x00" + info
+    return struct.pack("!BH", SRV6_L3_SERVICE_TLV, len(service_value)) + service_value
+
+
+def binding_community(binding: BindingId) -> Attribute:
+    if binding.version == 6:
+        value = bytes([0x00, ROUTE_ORIGIN_SUBTYPE]) + binding.packed + b"\x00\x00"
+        return Attribute(OPT_TRANS, IPV6_EXTENDED_COMMUNITIES, value)
+    value = bytes([0x01, ROUTE_ORIGIN_SUBTYPE]) + binding.packed + b"\x00\x00"
+    return Attribute(OPT_TRANS, EXTENDED_COMMUNITIES, value)
+
+
+def metric_values(route: InstanceRoute) -> list[tuple[int, int]]:
+    m = route.metrics
+    out = [(CODE_L2, m.l2)]
+    for code, name in _PERMILLE.items():
+        v = getattr(m, name)
+        if v is not None:
+            out.append((code, round(v * 1000)))
+    for code, name in _COUNTS.items():
+        v = getattr(m, name)
+        if v is not None:
+            out.append((code, v))
+    out.append((CODE_CAPACITY, m.capacity))
+    if route.state not in _STATES:
+        raise CodecError(f"{route.key}: a {route.state.value} instance is withdrawn, not encoded")
+    out.append((CODE_STATE, _STATES[route.state]))
+    out.append((CODE_SEQ_HIGH, route.seq >> 32))
+    out.append((CODE_SEQ_LOW, route.seq & 0xFFFFFFFF))
+    return out
+
+
+def large_communities(asn: int, values: Iterable[tuple[int, int]]) -> bytes:
+    return b"".join(struct.pack("!III", asn, code, value) for code, value in sorted(values))
+
+
+def encode_attributes(route: InstanceRoute, asn: int, locator_len: int = 64) -> list[Attribute]:
+    """The attributes cand owns for one instance path, in type order (ORIGIN included)."""
+    if route.sid is None:
+        raise CodecError(f"{route.key}: no SRv6 SID to advertise")
+    attrs = [
+        Attribute(TRANSITIVE, ORIGIN, b"\x00"),
+        binding_community(route.binding),
+        Attribute(OPT_TRANS, LARGE_COMMUNITY, large_communities(asn, metric_values(route))),
+        Attribute(OPT_TRANS, PREFIX_SID, prefix_sid(route.sid, route.binding, locator_len)),
+    ]
+    attrs.sort(key=lambda a: a.type)
+    check_flags(attrs)
+    return attrs
+
+
+def mp_reach(route: InstanceRoute, addpath: bool = True) -> Attribute:
+    """MP_REACH_NLRI (IPv6 unicast) with the egress as next hop; IPv4 D-SIDs use NEXT_HOP."""
+    nlri = (struct.pack("!I", path_id(route.key)) if addpath else b"") + host_prefix(route.service)
+    nh = route.egress.packed
+    value = struct.pack("!HBB", 2, 1, len(nh)) + nh + b"\x00" + nlri
+    return Attribute(OPTIONAL, MP_REACH_NLRI, value)
+
+
+def check_flags(attrs: Iterable[Attribute]) -> None:
+    for a in attrs:
+        want = REQUIRED_FLAGS.get(a.type)
+        if want is not None and (a.flags & (OPTIONAL | TRANSITIVE)) != want:
+            raise CodecError(f"attribute {a.type}: flags {a.flags:#04x}, must carry {want:#04x}")
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def parse_attributes(blob: bytes) -> dict[int, Attribute]:
+    """A path-attribute block into {type: Attribute}; a duplicate or truncated one is an error."""
+    out: dict[int, Attribute] = {}
+    i = 0
+    while i < len(blob):
+        if i + 3 > len(blob):
+            raise CodecError("truncated attribute header")
+        flags, typ = blob[i], blob[i + 1]
+        if flags & EXTENDED:
+            if i + 4 > len(blob):
+                raise CodecError("truncated attribute header")
+            (length,) = struct.unpack_from("!H", blob, i + 2)
+            i += 4
+        else:
+            length = blob[i + 2]
+            i += 3
+        if i + length > len(blob):
+            raise CodecError(f"attribute {typ}: length {length} runs past the end")
+        if typ in out:
+            raise CodecError(f"attribute {typ} appears twice")
+        out[typ] = Attribute(flags & ~EXTENDED, typ, blob[i : i + length])
+        i += length
+    return out
+
+
+def parse_one(raw: bytes) -> Attribute:
+    (attr,) = parse_attributes(raw).values()
+    return attr
+
+
+def decode_prefix_sid(value: bytes) -> tuple[ipaddress.IPv6Address, int, bytes | None]:
+    """(SID, endpoint behaviour, structure) from a Prefix-SID attribute's SRv6 L3 service TLV."""
+    for typ, tlv in _tlvs(value, 2):
+        if typ != SRV6_L3_SERVICE_TLV:
+            continue
+        if len(tlv) < 1:
+            raise CodecError("SRv6 L3 service TLV: empty")
+        for sub_type, sub in _tlvs(tlv[1:], 2):
+            if sub_type != SRV6_SID_INFORMATION:
+                continue
+            if len(sub) < 21:
+                raise CodecError(f"SRv6 SID information: {len(sub)} bytes, need 21")
+            sid = ipaddress.IPv6Address(sub[1:17])
+            (behavior,) = struct.unpack_from("!H", sub, 18)
+            structure = None
+            for ss_type, ss in _tlvs(sub[21:], 2):
+                if ss_type == SRV6_SID_STRUCTURE:
+                    if len(ss) != 6:
+                        raise CodecError("SRv6 SID structure: length must be 6")
+                    structure = ss
+            return sid, behavior, structure
+    raise CodecError("Prefix-SID without an SRv6 L3 service SID")
+
+
+def _tlvs(blob: bytes, len_size: int) -> Iterable[tuple[int, bytes]]:
+    i = 0
+    while i < len(blob):
+        if i + 1 + len_size > len(blob):
+            raise CodecError("truncated TLV")
+        typ = blob[i]
+        length = int.from_bytes(blob[i + 1 : i + 1 + len_size], "big")
+        start = i + 1 + len_size
+        if start + length > len(blob):
+            raise CodecError(f"TLV {typ}: length {length} runs past the end")
+        yield typ, blob[start : start + length]
+        i = start + length
+
+
+def _binding(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> BindingId:
+    try:
+        return BindingId(addr)
+    except ModelError as e:
+        raise CodecError(str(e)) from None
+
+
+def decode_binding(attrs: Mapping[int, Attribute]) -> BindingId:
+    found: list[BindingId] = []
+    v6 = attrs.get(IPV6_EXTENDED_COMMUNITIES)
+    if v6 is not None:
+        if len(v6.value) % 20:
+            raise CodecError("IPv6 extended communities: length not a multiple of 20")
+        for i in range(0, len(v6.value), 20):
+            c = v6.value[i : i + 20]
+            if c[0] == 0x00 and c[1] == ROUTE_ORIGIN_SUBTYPE:
+                found.append(_binding(ipaddress.IPv6Address(c[2:18])))
+    v4 = attrs.get(EXTENDED_COMMUNITIES)
+    if v4 is not None:
+        if len(v4.value) % 8:
+            raise CodecError("extended communities: length not a multiple of 8")
+        for i in range(0, len(v4.value), 8):
+            c = v4.value[i : i + 8]
+            if c[0] == 0x01 and c[1] == ROUTE_ORIGIN_SUBTYPE:
+                found.append(_binding(ipaddress.IPv4Address(c[2:6])))
+    if len(found) != 1:
+        raise CodecError(f"expected one D-BID route-origin community, found {len(found)}")
+    return found[0]
+
+
+def decode_metrics(value: bytes, asn: int) -> tuple[Metrics, InstanceState, int]:
+    if len(value) % 12:
+        raise CodecError("large communities: length not a multiple of 12")
+    got: dict[int, int] = {}
+    for i in range(0, len(value), 12):
+        ga, code, v = struct.unpack_from("!III", value, i)
+        if ga == asn and code in CODES:
+            if code in got:
+                raise CodecError(f"metric code {code} appears twice")
+            got[code] = v
+    for need in (CODE_CAPACITY, CODE_STATE, CODE_SEQ_HIGH, CODE_SEQ_LOW):
+        if need not in got:
+            raise CodecError(f"metric code {need} missing (origin AS {asn})")
+    kw: dict[str, object] = {"capacity": got[CODE_CAPACITY]}
+    for code, name in _PERMILLE.items():
+        if code in got:
+            if got[code] > 1000:
+                raise CodecError(f"{name}: {got[code]} per-mille")
+            kw[name] = got[code] / 1000
+    for code, name in _COUNTS.items():
+        if code in got:
+            kw[name] = got[code]
+    try:
+        metrics = Metrics(**kw)  # type: ignore[arg-type]
+    except ModelError as e:
+        raise CodecError(str(e)) from None
+    states = {v: k for k, v in _STATES.items()}
+    if got[CODE_STATE] not in states:
+        raise CodecError(f"state code {got[CODE_STATE]}")
+    return metrics, states[got[CODE_STATE]], (got[CODE_SEQ_HIGH] << 32) | got[CODE_SEQ_LOW]
+
+
+def origin_asn(attrs: Mapping[int, Attribute], local_asn: int) -> int:
+    """The AS that originated the path: the last AS of AS_PATH (4-octet ASNs), else ours."""
+    a = attrs.get(AS_PATH)
+    last = local_asn
+    if a is None:
+        return last
+    i = 0
+    v = a.value
+    while i + 2 <= len(v):
+        seg_type, count = v[i], v[i + 1]
+        end = i + 2 + 4 * count
+        if end > len(v):
+            raise CodecError("AS_PATH: truncated segment")
+        if seg_type == 2 and count:  # AS_SEQUENCE
+            (last,) = struct.unpack_from("!I", v, end - 4)
+        i = end
+    return last
+
+
+def decode_route(
+    service: ServiceId,
+    egress: RouterId,
+    attrs: Mapping[int, Attribute],
+    local_asn: int,
+) -> InstanceRoute:
+    """A received path to an InstanceRoute; CodecError when anything Dyncast is off."""
+    check_flags(a for t, a in attrs.items() if t in (PREFIX_SID, LARGE_COMMUNITY))
+    if PREFIX_SID not in attrs:
+        raise CodecError("no Prefix-SID attribute")
+    if LARGE_COMMUNITY not in attrs:
+        raise CodecError("no large communities")
+    sid, behavior, _ = decode_prefix_sid(attrs[PREFIX_SID].value)
+    binding = decode_binding(attrs)
+    want = END_DX6 if binding.version == 6 else END_DX4
+    if behavior != want:
+        raise CodecError(f"endpoint behaviour {behavior:#06x}, expected {want:#06x}")
+    metrics, state, seq = decode_metrics(attrs[LARGE_COMMUNITY].value, origin_asn(attrs, local_asn))
+    try:
+        return InstanceRoute(InstanceKey(service, binding), egress, sid, metrics, state, seq)
+    except ModelError as e:
+        raise CodecError(str(e)) from None
+
+
+# --- whole UPDATE messages (for captures and tests) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    announced: list[tuple[int, ServiceId, RouterId]]
+    withdrawn: list[tuple[int, ServiceId]]
+    attributes: dict[int, Attribute]
+
+
+def _nlri(blob: bytes, addpath: bool, afi: int) -> list[tuple[int, ServiceId]]:
+    out = []
+    i = 0
+    size = 16 if afi == 2 else 4
+    while i < len(blob):
+        pid = 0
+        if addpath:
+            (pid,) = struct.unpack_from("!I", blob, i)
+            i += 4
+        plen = blob[i]
+        n = (plen + 7) // 8
+        raw = blob[i + 1 : i + 1 + n].ljust(size, b"\x00")
+        i += 1 + n
+        addr = ipaddress.IPv6Address(raw) if afi == 2 else ipaddress.IPv4Address(raw)
+        try:
+            out.append((pid, ServiceId(addr)))
+        except ModelError as e:
+            raise CodecError(str(e)) from None
+    return out
+
+
+def decode_update(msg: bytes, addpath: bool = True) -> Update:
+    """A whole BGP UPDATE (marker included) into announced/withdrawn D-SIDs and attributes."""
+    if len(msg) < 23 or msg[:16] != b"\xff" * 16 or msg[18] != 2:
+        raise CodecError("not a BGP UPDATE")
+    (wlen,) = struct.unpack_from("!H", msg, 19)
+    (alen,) = struct.unpack_from("!H", msg, 21 + wlen)
+    attrs = parse_attributes(msg[23 + wlen : 23 + wlen + alen])
+    announced: list[tuple[int, ServiceId, RouterId]] = []
+    withdrawn = _nlri(msg[21 : 21 + wlen], addpath, 1)
+    tail = msg[23 + wlen + alen :]
+    nh4 = attrs.get(NEXT_HOP)
+    for pid, svc in _nlri(tail, addpath, 1):
+        if nh4 is None:
+            raise CodecError("IPv4 NLRI without NEXT_HOP")
+        announced.append((pid, svc, RouterId(ipaddress.IPv4Address(nh4.value))))
+    mp = attrs.get(MP_REACH_NLRI)
+    if mp is not None:
+        afi, _safi, nhlen = struct.unpack_from("!HBB", mp.value, 0)
+        nh = RouterId(ipaddress.ip_address(mp.value[4 : 4 + (16 if afi == 2 else 4)]))
+        for pid, svc in _nlri(mp.value[5 + nhlen :], addpath, afi):
+            announced.append((pid, svc, nh))
+    mpu = attrs.get(MP_UNREACH_NLRI)
+    if mpu is not None:
+        (afi,) = struct.unpack_from("!H", mpu.value, 0)
+        withdrawn += _nlri(mpu.value[3:], addpath, afi)
+    return Update(announced, withdrawn, attrs)

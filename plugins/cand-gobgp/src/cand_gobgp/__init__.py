@@ -1,0 +1,1 @@
+"""cand speaker plugin for GoBGP (gobgpd v3, gRPC API)."""

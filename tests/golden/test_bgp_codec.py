@@ -1,0 +1,166 @@
+"""The BGP encoding, version 1: exact bytes, and decode(encode(x)) == x."""
+
+import contextlib
+import ipaddress
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cand.model import (
+    BindingId,
+    InstanceKey,
+    InstanceRoute,
+    InstanceState,
+    Metrics,
+    RouterId,
+    ServiceId,
+)
+from cand.wire import bgp
+
+ROUTE = InstanceRoute(
+    key=InstanceKey(ServiceId.parse("2001:db8:5::1"), BindingId.parse("2001:db8:a::10")),
+    egress=RouterId.parse("fc00:ff::3"),
+    sid=ipaddress.IPv6Address("fc00:0:3:0:1:2:3:4"),
+    metrics=Metrics(cpu=0.25, sessions=7, max_sessions=100, capacity=200),
+    state=InstanceState.UP,
+    seq=(5 << 32) | 9,
+)
+
+
+def test_prefix_sid_bytes() -> None:
+    got = bgp.prefix_sid(ROUTE.sid, ROUTE.binding, 48)  # type: ignore[arg-type]
+    assert got.hex() == (
+        "05"
+        "0022"  # SRv6 L3 Service TLV, 34 bytes
+        "00"  # reserved
+        "01"
+        "001e"  # SID information sub-TLV, 30 bytes
+        "00"
+        "fc000000000300000001000200030004"
+        "00"
+        "0010"
+        "00"  # SID, flags, End.DX6
+        "01"
+        "0006"
+        "20"
+        "10"
+        "50"
+        "00"
+        "00"
+        "00"  # structure: 32/16/80/0, no transposition
+    )
+
+
+def test_whole_attribute_block_is_golden() -> None:
+    attrs = bgp.encode_attributes(ROUTE, asn=65000, locator_len=48)
+    blob = b"".join(a.to_bytes() for a in attrs)
+    assert [a.type for a in attrs] == [1, 25, 32, 40]
+    assert blob.hex() == (
+        "400101"
+        "00"  # ORIGIN IGP
+        "c01914"
+        "0003"
+        "20010db8000a00000000000000000010"
+        "0000"  # D-BID, route origin
+        "c02060"  # 8 large communities (96 bytes), sorted by code
+        "0000fde8"
+        "00000001"
+        "000000fa"  # L2 = 250
+        "0000fde8"
+        "00000002"
+        "000000fa"  # cpu 250 per-mille
+        "0000fde8"
+        "00000005"
+        "00000007"  # sessions 7
+        "0000fde8"
+        "00000006"
+        "00000064"  # max sessions 100
+        "0000fde8"
+        "00000009"
+        "000000c8"  # capacity 200
+        "0000fde8"
+        "0000000a"
+        "00000000"  # state up
+        "0000fde8"
+        "0000000b"
+        "00000005"  # seq high
+        "0000fde8"
+        "0000000c"
+        "00000009"  # seq low
+        "c02825" + bgp.prefix_sid(ROUTE.sid, ROUTE.binding, 48).hex()  # type: ignore[arg-type]
+    )
+    parsed = bgp.parse_attributes(blob)
+    assert bgp.decode_route(ROUTE.service, ROUTE.egress, parsed, 65000) == ROUTE
+
+
+def test_ipv4_binding_uses_ipv4_address_specific_community() -> None:
+    r = InstanceRoute(
+        key=InstanceKey(ServiceId.parse("198.51.100.1"), BindingId.parse("10.1.0.5")),
+        egress=RouterId.parse("fc00:ff::3"),
+        sid=ipaddress.IPv6Address("fc00:0:3::5"),
+        metrics=Metrics(),
+    )
+    attrs = {a.type: a for a in bgp.encode_attributes(r, 65000)}
+    assert attrs[16].value.hex() == "01030a0100050000"
+    sid, behavior, _ = bgp.decode_prefix_sid(attrs[40].value)
+    assert behavior == bgp.END_DX4
+    assert bgp.decode_route(r.service, r.egress, attrs, 65000) == r
+
+
+def test_mp_reach_with_addpath_and_update_decoding() -> None:
+    mp = bgp.mp_reach(ROUTE)
+    attrs = [mp, *bgp.encode_attributes(ROUTE, 65000)]
+    body = b"".join(a.to_bytes() for a in attrs)
+    msg = b"\xff" * 16 + struct.pack("!HB", 23 + len(body), 2) + b"\x00\x00"
+    msg += struct.pack("!H", len(body)) + body
+    upd = bgp.decode_update(msg)
+    assert upd.announced == [(bgp.path_id(ROUTE.key), ROUTE.service, ROUTE.egress)]
+    assert bgp.decode_route(ROUTE.service, ROUTE.egress, upd.attributes, 65000) == ROUTE
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: a.pop(40), "Prefix-SID"),
+        (lambda a: a.pop(32), "large communities"),
+        (lambda a: a.pop(25), "D-BID"),
+        (lambda a: a.__setitem__(40, bgp.Attribute(0x80, 40, a[40].value)), "flags"),
+        (lambda a: a.__setitem__(40, bgp.Attribute(0xC0, 40, a[40].value[:-3])), "past the end"),
+        (lambda a: a.__setitem__(32, bgp.Attribute(0xC0, 32, a[32].value[:-1])), "multiple of 12"),
+    ],
+)
+def test_malformed_paths_are_refused(mutate, message) -> None:  # type: ignore[no-untyped-def]
+    attrs = {a.type: a for a in bgp.encode_attributes(ROUTE, 65000)}
+    mutate(attrs)
+    with pytest.raises(bgp.CodecError, match=message):
+        bgp.decode_route(ROUTE.service, ROUTE.egress, attrs, 65000)
+
+
+def test_wrong_flags_never_reach_a_speaker() -> None:
+    with pytest.raises(bgp.CodecError, match="flags"):
+        bgp.check_flags([bgp.Attribute(0x80, bgp.LARGE_COMMUNITY, b"")])
+
+
+def test_origin_asn_from_as_path() -> None:
+    as_path = bgp.Attribute(0x40, 2, bytes([2, 2]) + struct.pack("!II", 65010, 65020))
+    assert bgp.origin_asn({2: as_path}, 65000) == 65020
+    assert bgp.origin_asn({}, 65000) == 65000
+
+
+@given(
+    st.integers(0, 1000),
+    st.integers(1, 2**32 - 1),
+    st.integers(0, 2**53 - 1),
+    st.sampled_from([InstanceState.UP, InstanceState.DRAINING]),
+    st.binary(),
+)
+def test_round_trip_and_garbage(cpu, cap, seq, state, garbage) -> None:  # type: ignore[no-untyped-def]
+    r = InstanceRoute(
+        ROUTE.key, ROUTE.egress, ROUTE.sid, Metrics(cpu=cpu / 1000, capacity=cap), state, seq
+    )
+    attrs = {a.type: a for a in bgp.encode_attributes(r, 4200000000)}
+    assert bgp.decode_route(r.service, r.egress, attrs, 4200000000) == r
+    with contextlib.suppress(bgp.CodecError):
+        bgp.decode_route(r.service, r.egress, bgp.parse_attributes(garbage), 1)
