@@ -9,7 +9,11 @@ optional transitive (0xC0) so that every speaker and reflector carries them unch
 - the D-BID: an IPv6 address-specific extended community (25, RFC 5701) for an IPv6 D-BID,
   or an IPv4 address-specific extended community inside EXTENDED_COMMUNITIES (16) for IPv4,
   both sub-type 0x03 (Route Origin);
-- the metrics: large communities (32, RFC 8092) `<origin ASN>:<code>:<value>`.
+- the metrics: large communities (32, RFC 8092) `<origin ASN>:<code>:<value>`, and the SID
+  and the D-BID once more as 32-bit words among them (codes 13-21), because FRR 8.4, as a
+  route reflector of IPv6 unicast, drops both the Prefix-SID and the IPv6 address-specific
+  extended community (measured) and passes large communities through. The dedicated
+  attributes win; a disagreement between the two copies refuses the path.
 
 Pure: bytes in, values out. The same functions serve the GoBGP speaker (pattrs_binary), the
 ExaBGP speaker (generic attributes) and the wire-capture tests.
@@ -75,7 +79,10 @@ CODE_CAPACITY = 9
 CODE_STATE = 10
 CODE_SEQ_HIGH = 11
 CODE_SEQ_LOW = 12
-CODES = range(1, 13)
+CODE_SID = (13, 14, 15, 16)  # the SRv6 SID again, as four 32-bit words, most significant first
+CODE_BID6 = (17, 18, 19, 20)  # an IPv6 D-BID again, likewise
+CODE_BID4 = 21  # an IPv4 D-BID again
+CODES = range(1, 22)
 _PERMILLE = {CODE_CPU: "cpu", CODE_GPU: "gpu", CODE_MEMORY: "memory"}
 _COUNTS = {
     CODE_SESSIONS: "sessions",
@@ -158,7 +165,24 @@ def metric_values(route: InstanceRoute) -> list[tuple[int, int]]:
     out.append((CODE_STATE, _STATES[route.state]))
     out.append((CODE_SEQ_HIGH, route.seq >> 32))
     out.append((CODE_SEQ_LOW, route.seq & 0xFFFFFFFF))
+    if route.sid is not None:
+        # FRR 8.4 drops Prefix-SID and IPv6 ext communities when reflecting: keep copies here
+        out += _words(CODE_SID, int(route.sid))
+    if route.binding.version == 6:
+        out += _words(CODE_BID6, int(route.binding.address))
+    else:
+        out.append((CODE_BID4, int(route.binding.address)))
     return out
+
+
+def _words(codes: tuple[int, ...], value: int) -> list[tuple[int, int]]:
+    return [(c, (value >> (32 * (len(codes) - 1 - i))) & 0xFFFFFFFF) for i, c in enumerate(codes)]
+
+
+def _unwords(codes: tuple[int, ...], got: Mapping[int, int]) -> int | None:
+    if not all(c in got for c in codes):
+        return None
+    return sum(got[c] << (32 * (len(codes) - 1 - i)) for i, c in enumerate(codes))
 
 
 def large_communities(asn: int, values: Iterable[tuple[int, int]]) -> bytes:
@@ -296,7 +320,9 @@ def decode_binding(attrs: Mapping[int, Attribute]) -> BindingId:
     return found[0]
 
 
-def decode_metrics(value: bytes, asn: int) -> tuple[Metrics, InstanceState, int]:
+def decode_metrics(
+    value: bytes, asn: int
+) -> tuple[Metrics, InstanceState, int, ipaddress.IPv6Address | None]:
     if len(value) % 12:
         raise CodecError("large communities: length not a multiple of 12")
     got: dict[int, int] = {}
@@ -325,7 +351,27 @@ def decode_metrics(value: bytes, asn: int) -> tuple[Metrics, InstanceState, int]
     states = {v: k for k, v in _STATES.items()}
     if got[CODE_STATE] not in states:
         raise CodecError(f"state code {got[CODE_STATE]}")
-    return metrics, states[got[CODE_STATE]], (got[CODE_SEQ_HIGH] << 32) | got[CODE_SEQ_LOW]
+    sid_int = _unwords(CODE_SID, got)
+    sid = ipaddress.IPv6Address(sid_int) if sid_int is not None else None
+    seq = (got[CODE_SEQ_HIGH] << 32) | got[CODE_SEQ_LOW]
+    return metrics, states[got[CODE_STATE]], seq, sid
+
+
+def binding_from_communities(value: bytes, asn: int) -> BindingId | None:
+    """The D-BID copy carried in large communities (codes 17-21), if present."""
+    got = {
+        code: v
+        for ga, code, v in (
+            struct.unpack_from("!III", value, i) for i in range(0, len(value) - 11, 12)
+        )
+        if ga == asn
+    }
+    v6 = _unwords(CODE_BID6, got)
+    if v6 is not None:
+        return _binding(ipaddress.IPv6Address(v6))
+    if CODE_BID4 in got:
+        return _binding(ipaddress.IPv4Address(got[CODE_BID4]))
+    return None
 
 
 def origin_asn(attrs: Mapping[int, Attribute], local_asn: int) -> int:
@@ -355,16 +401,28 @@ def decode_route(
 ) -> InstanceRoute:
     """A received path to an InstanceRoute; CodecError when anything Dyncast is off."""
     check_flags(a for t, a in attrs.items() if t in (PREFIX_SID, LARGE_COMMUNITY))
-    if PREFIX_SID not in attrs:
-        raise CodecError("no Prefix-SID attribute")
     if LARGE_COMMUNITY not in attrs:
         raise CodecError("no large communities")
-    sid, behavior, _ = decode_prefix_sid(attrs[PREFIX_SID].value)
-    binding = decode_binding(attrs)
-    want = END_DX6 if binding.version == 6 else END_DX4
-    if behavior != want:
-        raise CodecError(f"endpoint behaviour {behavior:#06x}, expected {want:#06x}")
-    metrics, state, seq = decode_metrics(attrs[LARGE_COMMUNITY].value, origin_asn(attrs, local_asn))
+    asn = origin_asn(attrs, local_asn)
+    metrics, state, seq, lc_sid = decode_metrics(attrs[LARGE_COMMUNITY].value, asn)
+    lc_binding = binding_from_communities(attrs[LARGE_COMMUNITY].value, asn)
+    if EXTENDED_COMMUNITIES in attrs or IPV6_EXTENDED_COMMUNITIES in attrs or lc_binding is None:
+        binding = decode_binding(attrs)
+        if lc_binding is not None and lc_binding != binding:
+            raise CodecError(f"D-BID community {binding} and D-BID words {lc_binding} disagree")
+    else:
+        binding = lc_binding
+    if PREFIX_SID in attrs:
+        sid, behavior, _ = decode_prefix_sid(attrs[PREFIX_SID].value)
+        want = END_DX6 if binding.version == 6 else END_DX4
+        if behavior != want:
+            raise CodecError(f"endpoint behaviour {behavior:#06x}, expected {want:#06x}")
+        if lc_sid is not None and lc_sid != sid:
+            raise CodecError(f"Prefix-SID {sid} and SID communities {lc_sid} disagree")
+    elif lc_sid is not None:
+        sid = lc_sid
+    else:
+        raise CodecError("no SRv6 SID (neither Prefix-SID nor SID communities)")
     try:
         return InstanceRoute(InstanceKey(service, binding), egress, sid, metrics, state, seq)
     except ModelError as e:

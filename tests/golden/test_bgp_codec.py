@@ -57,40 +57,30 @@ def test_whole_attribute_block_is_golden() -> None:
     attrs = bgp.encode_attributes(ROUTE, asn=65000, locator_len=48)
     blob = b"".join(a.to_bytes() for a in attrs)
     assert [a.type for a in attrs] == [1, 25, 32, 40]
+    # fmt: off
     assert blob.hex() == (
-        "400101"
-        "00"  # ORIGIN IGP
-        "c01914"
-        "0003"
-        "20010db8000a00000000000000000010"
-        "0000"  # D-BID, route origin
-        "c02060"  # 8 large communities (96 bytes), sorted by code
-        "0000fde8"
-        "00000001"
-        "000000fa"  # L2 = 250
-        "0000fde8"
-        "00000002"
-        "000000fa"  # cpu 250 per-mille
-        "0000fde8"
-        "00000005"
-        "00000007"  # sessions 7
-        "0000fde8"
-        "00000006"
-        "00000064"  # max sessions 100
-        "0000fde8"
-        "00000009"
-        "000000c8"  # capacity 200
-        "0000fde8"
-        "0000000a"
-        "00000000"  # state up
-        "0000fde8"
-        "0000000b"
-        "00000005"  # seq high
-        "0000fde8"
-        "0000000c"
-        "00000009"  # seq low
+        "400101" "00"                                                  # ORIGIN IGP
+        "c01914" "0003" "20010db8000a00000000000000000010" "0000"      # D-BID, route origin
+        "c020c0"                  # 16 large communities (192 bytes), sorted by code
+        "0000fde8" "00000001" "000000fa"                               # L2 = 250
+        "0000fde8" "00000002" "000000fa"                               # cpu 250 per-mille
+        "0000fde8" "00000005" "00000007"                               # sessions 7
+        "0000fde8" "00000006" "00000064"                               # max sessions 100
+        "0000fde8" "00000009" "000000c8"                               # capacity 200
+        "0000fde8" "0000000a" "00000000"                               # state up
+        "0000fde8" "0000000b" "00000005"                               # seq high
+        "0000fde8" "0000000c" "00000009"                               # seq low
+        "0000fde8" "0000000d" "fc000000"                               # SID, high word first
+        "0000fde8" "0000000e" "00030000"
+        "0000fde8" "0000000f" "00010002"
+        "0000fde8" "00000010" "00030004"
+        "0000fde8" "00000011" "20010db8"                               # D-BID, high word first
+        "0000fde8" "00000012" "000a0000"
+        "0000fde8" "00000013" "00000000"
+        "0000fde8" "00000014" "00000010"
         "c02825" + bgp.prefix_sid(ROUTE.sid, ROUTE.binding, 48).hex()  # type: ignore[arg-type]
     )
+    # fmt: on
     parsed = bgp.parse_attributes(blob)
     assert bgp.decode_route(ROUTE.service, ROUTE.egress, parsed, 65000) == ROUTE
 
@@ -120,12 +110,34 @@ def test_mp_reach_with_addpath_and_update_decoding() -> None:
     assert bgp.decode_route(ROUTE.service, ROUTE.egress, upd.attributes, 65000) == ROUTE
 
 
+def _without_sid_words(a: bgp.Attribute) -> bgp.Attribute:
+    v = a.value
+    keep = [v[i : i + 12] for i in range(0, len(v), 12) if v[i + 7] not in bgp.CODE_SID]
+    return bgp.Attribute(a.flags, a.type, b"".join(keep))
+
+
+def _other_sid(a: bgp.Attribute) -> bgp.Attribute:
+    v = bytearray(a.value)
+    v[-1] ^= 1  # the last word is the SID's lowest
+    return bgp.Attribute(a.flags, a.type, bytes(v))
+
+
+def test_route_survives_a_reflector_that_drops_prefix_sid_and_ipv6_communities() -> None:
+    attrs = {a.type: a for a in bgp.encode_attributes(ROUTE, 65000)}
+    del attrs[bgp.PREFIX_SID], attrs[bgp.IPV6_EXTENDED_COMMUNITIES]
+    assert bgp.decode_route(ROUTE.service, ROUTE.egress, attrs, 65000) == ROUTE
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda a: a.pop(40), "Prefix-SID"),
+        (lambda a: (a.pop(40), a.__setitem__(32, _without_sid_words(a[32]))), "no SRv6 SID"),
+        (lambda a: a.__setitem__(32, _other_sid(a[32])), "disagree"),
         (lambda a: a.pop(32), "large communities"),
-        (lambda a: a.pop(25), "D-BID"),
+        (
+            lambda a: a.__setitem__(25, bgp.binding_community(BindingId.parse("2001:db8::99"))),
+            "disagree",
+        ),
         (lambda a: a.__setitem__(40, bgp.Attribute(0x80, 40, a[40].value)), "flags"),
         (lambda a: a.__setitem__(40, bgp.Attribute(0xC0, 40, a[40].value[:-3])), "past the end"),
         (lambda a: a.__setitem__(32, bgp.Attribute(0xC0, 32, a[32].value[:-1])), "multiple of 12"),

@@ -1,0 +1,496 @@
+"""GoBGP speaker: cand drives gobgpd (v3) through its gRPC API on a unix socket.
+
+Sending: each local instance is one path, handed over as raw attribute bytes made by
+`cand.wire.bgp` (`pattrs_binary`), so GoBGP, ExaBGP and the tests share one encoder.
+
+Receiving: `WatchEvent(ADJIN)` says *which* prefixes of *which* peer changed; the speaker then
+reads those prefixes back from that peer's adj-RIB-in with `ListPath(enable_attribute_binary)`
+in one call per batch and reconciles: what is new or changed becomes `RouteLearned`, what is
+gone `RouteWithdrawn`. Reading the per-peer adj-RIB-in (not the best-path stream) keeps every
+ADD-PATH alternative and its withdrawal visible; reading bytes lets one codec decode them.
+
+gobgpd is started and supervised here (`manage = true`, default), or attached to when it
+already runs on the socket: then its paths are adopted, and those cand does not confirm
+within `adopt_grace` seconds are withdrawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from cand.broker import Backoff
+from cand.config import Config
+from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
+from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
+from cand.ports import Emit
+from cand.wire import bgp
+from cand_gobgp.api import attr_pb, pb, pb_grpc
+
+log = logging.getLogger("cand.gobgp")
+
+FAMILIES = {
+    6: (pb.Family.AFI_IP6, pb.Family.SAFI_UNICAST),
+    4: (pb.Family.AFI_IP, pb.Family.SAFI_UNICAST),
+}
+ESTABLISHED = 6  # pb.PeerState.SessionState.ESTABLISHED
+
+
+@dataclass(frozen=True)
+class GobgpOptions:
+    """`[bgp.options]` for speaker = "gobgp"."""
+
+    socket: str = "/run/cand/gobgpd.sock"
+    binary: str = "gobgpd"
+    manage: bool = True
+    log_level: str = "warn"
+    adopt_grace: float = 30.0
+    sync_quiet: float = 1.0
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> GobgpOptions:
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"bgp.options: unknown options for gobgp: {sorted(unknown)}")
+        return cls(**raw)
+
+
+@dataclass
+class _PeerView:
+    """What cand last read of one peer's adj-RIB-in, keyed by (D-SID, D-BID, egress)."""
+
+    paths: dict[tuple[InstanceKey, RouterId], InstanceRoute] = field(default_factory=dict)
+    by_prefix: dict[ServiceId, set[tuple[InstanceKey, RouterId]]] = field(default_factory=dict)
+    established: bool = False
+
+
+class GobgpSpeaker:
+    def __init__(self, config: Config, options: GobgpOptions) -> None:
+        if config.bgp is None:
+            raise ValueError("bgp: the gobgp speaker needs a [bgp] table")
+        self.config = config
+        self.bgp = config.bgp
+        self.opts = options
+        self.asn = config.router.asn
+        self.locator_len = (
+            ipaddress.IPv6Network(config.router.locator).prefixlen if config.router.locator else 64
+        )
+        self.stub: Any = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.advertised: dict[InstanceKey, tuple[InstanceRoute, Any]] = {}
+        self.adopted: dict[InstanceKey, Any] = {}
+        self.peers: dict[str, _PeerView] = {}
+        self.counters = {
+            "advertised": 0,
+            "withdrawn": 0,
+            "learned": 0,
+            "malformed": 0,
+            "rpc_errors": 0,
+        }
+        self._dirty: dict[str, set[ServiceId]] = {}
+        self._resync: set[str] = set()
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    @classmethod
+    def from_config(cls, config: Config) -> GobgpSpeaker:
+        assert config.bgp is not None
+        return cls(config, GobgpOptions.parse(dict(config.bgp.options)))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        channel = grpc.aio.insecure_channel(f"unix://{self.opts.socket}")
+        self.stub = pb_grpc.GobgpApiStub(channel)
+        try:
+            fresh = await self._ensure_gobgpd()
+            if fresh:
+                await self._configure()
+            else:
+                await self._adopt()
+            self._ready.set()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch(emit), name="gobgp-watch")
+                tg.create_task(self._reconcile_loop(emit), name="gobgp-read")
+                if self.adopted:
+                    tg.create_task(self._expire_adopted(), name="gobgp-adopt")
+                if self.proc is not None:
+                    tg.create_task(self._supervise(), name="gobgp-supervise")
+        finally:
+            await channel.close()
+
+    async def _ensure_gobgpd(self) -> bool:
+        """True when a new gobgpd was started (to be configured); False when one was running."""
+        if await self._alive():
+            log.info("event=gobgp_attach socket=%s", self.opts.socket)
+            return False
+        if not self.opts.manage:
+            raise RuntimeError(f"gobgp: nothing answers on {self.opts.socket} and manage=false")
+        binary = shutil.which(self.opts.binary)
+        if binary is None:
+            raise RuntimeError(f"gobgp: {self.opts.binary} not found (apt-get install gobgpd)")
+        sock = Path(self.opts.socket)
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()  # gobgpd does not remove a stale socket itself
+        self.proc = await asyncio.create_subprocess_exec(
+            binary,
+            "--api-hosts",
+            f"unix://{self.opts.socket}",
+            "-l",
+            self.opts.log_level,
+            "--pprof-disable",
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # a crash of cand leaves gobgpd (and the routes) up
+        )
+        for _ in range(100):
+            if await self._alive():
+                return True
+            await asyncio.sleep(0.05)
+        raise RuntimeError("gobgp: gobgpd did not come up")
+
+    async def _alive(self) -> bool:
+        try:
+            await self.stub.GetBgp(pb.GetBgpRequest(), timeout=0.5)
+            return True
+        except grpc.aio.AioRpcError:
+            return False
+
+    async def _configure(self) -> None:
+        b = self.bgp
+        rid = b.router_id or _router_id(self.config.router.id)
+        await self.stub.StartBgp(
+            pb.StartBgpRequest(
+                **{
+                    "global": pb.Global(
+                        asn=self.asn, router_id=rid, listen_port=b.listen_port or -1
+                    )
+                }
+            )
+        )
+        for n in b.neighbors:
+            fams = [pb.Family(afi=a, safi=s) for a, s in FAMILIES.values()]
+            peer = pb.Peer(
+                conf=pb.PeerConf(
+                    neighbor_address=n.address,
+                    peer_asn=n.asn,
+                    auth_password=n.password or "",
+                    description=n.description,
+                ),
+                timers=pb.Timers(
+                    config=pb.TimersConfig(hold_time=n.hold_time, keepalive_interval=n.keepalive)
+                ),
+                transport=pb.Transport(passive_mode=n.passive),
+                route_reflector=pb.RouteReflector(
+                    route_reflector_client=n.route_reflector_client,
+                    route_reflector_cluster_id=rid if n.route_reflector_client else "",
+                ),
+                graceful_restart=pb.GracefulRestart(
+                    enabled=b.graceful_restart > 0, restart_time=b.graceful_restart
+                ),
+                afi_safis=[
+                    pb.AfiSafi(
+                        config=pb.AfiSafiConfig(family=f, enabled=True),
+                        add_paths=pb.AddPaths(config=pb.AddPathsConfig(receive=True, send_max=255)),
+                        mp_graceful_restart=pb.MpGracefulRestart(
+                            config=pb.MpGracefulRestartConfig(enabled=b.graceful_restart > 0)
+                        ),
+                    )
+                    for f in fams
+                ],
+            )
+            await self.stub.AddPeer(pb.AddPeerRequest(peer=peer))
+            self.peers[n.address] = _PeerView()
+            log.info("event=gobgp_peer_added peer=%s asn=%d", n.address, n.asn)
+
+    async def _adopt(self) -> None:
+        """cand restarted, gobgpd did not: keep its paths until cand confirms or drops them."""
+        for n in self.bgp.neighbors:
+            self.peers[n.address] = _PeerView()
+        for afi, safi in FAMILIES.values():
+            req = pb.ListPathRequest(
+                table_type=pb.GLOBAL,
+                family=pb.Family(afi=afi, safi=safi),
+                enable_nlri_binary=True,
+                enable_attribute_binary=True,
+            )
+            async for d in self.stub.ListPath(req):
+                for p in d.destination.paths:
+                    if p.neighbor_ip not in ("", "<nil>", "0.0.0.0", "::"):
+                        continue
+                    try:
+                        route = self._decode(p, p.nlri_binary)
+                    except bgp.CodecError:
+                        continue
+                    self.adopted[route.key] = p
+        log.info("event=gobgp_adopted paths=%d", len(self.adopted))
+
+    async def _expire_adopted(self) -> None:
+        await asyncio.sleep(self.opts.adopt_grace)
+        for key, path in list(self.adopted.items()):
+            if key not in self.advertised:
+                await self._rpc(
+                    self.stub.DeletePath(
+                        pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
+                    )
+                )
+                log.info("event=gobgp_adopted_withdrawn instance=%s", key)
+        self.adopted.clear()
+
+    async def _supervise(self) -> None:
+        """gobgpd died: start it again and re-announce everything (peers' graceful restart
+        keeps their copies meanwhile)."""
+        backoff = Backoff(first=0.5, cap=10.0)
+        while True:
+            assert self.proc is not None
+            rc = await self.proc.wait()
+            log.error("event=gobgp_died rc=%s", rc)
+            await asyncio.sleep(backoff.delay())
+            await self._ensure_gobgpd()
+            await self._configure()
+            routes = [r for r, _ in self.advertised.values()]
+            self.advertised.clear()
+            await self.advertise(routes)
+
+    async def shutdown(self) -> None:
+        """Graceful shutdown: withdraw every path, give the updates a moment, stop gobgpd."""
+        if self.stub is not None and self.advertised:
+            await self.withdraw(list(self.advertised))
+            await asyncio.sleep(0.5)
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            if self.proc is not None:
+                os.unlink(self.opts.socket)
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _path(self, route: InstanceRoute) -> Any:
+        attrs = [
+            bgp.mp_reach(route, addpath=False),
+            *bgp.encode_attributes(route, self.asn, self.locator_len),
+        ]
+        afi, safi = FAMILIES[route.service.version]
+        return pb.Path(
+            family=pb.Family(afi=afi, safi=safi),
+            nlri_binary=bgp.host_prefix(route.service),
+            pattrs_binary=[a.to_bytes() for a in attrs],
+            identifier=bgp.path_id(route.key),
+        )
+
+    async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
+        await self._ready.wait()
+        for route in routes:
+            if route.service.version != 6:
+                log.warning(
+                    "event=gobgp_skip reason=ipv4-d-sid-needs-ipv4-next-hop key=%s", route.key
+                )
+                continue
+            path = self._path(route)
+            if await self._rpc(
+                self.stub.AddPath(pb.AddPathRequest(table_type=pb.GLOBAL, path=path))
+            ):
+                self.advertised[route.key] = (route, path)
+                self.adopted.pop(route.key, None)
+                self.counters["advertised"] += 1
+
+    async def withdraw(self, keys: Sequence[InstanceKey]) -> None:
+        await self._ready.wait()
+        for key in keys:
+            held = self.advertised.pop(key, None)
+            path = held[1] if held is not None else self.adopted.pop(key, None)
+            if path is None:
+                continue
+            req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
+            if await self._rpc(self.stub.DeletePath(req)):
+                self.counters["withdrawn"] += 1
+
+    async def _rpc(self, call: Any) -> bool:
+        try:
+            await call
+            return True
+        except grpc.aio.AioRpcError as e:
+            self.counters["rpc_errors"] += 1
+            log.error("event=gobgp_rpc_failed code=%s detail=%r", e.code(), e.details())
+            return False
+
+    # --- receiving -------------------------------------------------------------------------
+
+    async def _watch(self, emit: Emit) -> None:
+        F = pb.WatchEventRequest.Table.Filter
+        req = pb.WatchEventRequest(
+            peer=pb.WatchEventRequest.Peer(),
+            table=pb.WatchEventRequest.Table(filters=[F(type=F.ADJIN, init=True)]),
+        )
+        async for ev in self.stub.WatchEvent(req):
+            if ev.HasField("peer"):
+                await self._peer_event(ev.peer, emit)
+            elif ev.HasField("table"):
+                for p in ev.table.paths:
+                    view = self.peers.get(p.neighbor_ip)
+                    if view is None:
+                        continue
+                    svc = _prefix_service(p)
+                    if svc is not None:
+                        self._dirty.setdefault(p.neighbor_ip, set()).add(svc)
+                self._wake.set()
+
+    async def _peer_event(self, ev: Any, emit: Emit) -> None:
+        addr = ev.peer.state.neighbor_address or ev.peer.conf.neighbor_address
+        view = self.peers.get(addr)
+        if view is None:
+            return
+        up = ev.peer.state.session_state == ESTABLISHED
+        if up and not view.established:
+            view.established = True
+            log.info("event=gobgp_peer_up peer=%s", addr)
+            self._resync.add(addr)
+            self._wake.set()
+        elif not up and view.established:
+            view.established = False
+            log.warning("event=gobgp_peer_down peer=%s", addr)
+            await emit(PeerDown(addr, float(self.bgp.graceful_restart)))
+
+    async def _reconcile_loop(self, emit: Emit) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            resync, self._resync = self._resync, set()
+            if resync:
+                await asyncio.sleep(self.opts.sync_quiet)  # let the initial table arrive
+            dirty, self._dirty = self._dirty, {}
+            for peer in sorted(resync):
+                await self._read(peer, None, emit)
+                await emit(PeerSynced(peer))
+            for peer, services in dirty.items():
+                if peer not in resync:
+                    await self._read(peer, services, emit)
+
+    async def _read(self, peer: str, services: set[ServiceId] | None, emit: Emit) -> None:
+        view = self.peers[peer]
+        seen: dict[tuple[InstanceKey, RouterId], InstanceRoute] = {}
+        for version, (afi, safi) in FAMILIES.items():
+            wanted = [s for s in services or () if s.version == version]
+            if services is not None and not wanted:
+                continue
+            req = pb.ListPathRequest(
+                table_type=pb.ADJ_IN,
+                name=peer,
+                family=pb.Family(afi=afi, safi=safi),
+                prefixes=[
+                    pb.TableLookupPrefix(prefix=f"{s}/{s.address.max_prefixlen}") for s in wanted
+                ],
+                enable_nlri_binary=True,
+                enable_attribute_binary=True,
+            )
+            try:
+                async for d in self.stub.ListPath(req):
+                    for p in d.destination.paths:
+                        try:
+                            route = self._decode(p, p.nlri_binary)
+                        except bgp.CodecError as e:
+                            self.counters["malformed"] += 1
+                            log.warning("event=bgp_path_ignored peer=%s reason=%r", peer, str(e))
+                            continue
+                        seen[(route.key, route.egress)] = route
+            except grpc.aio.AioRpcError as e:
+                self.counters["rpc_errors"] += 1
+                log.error("event=gobgp_list_failed peer=%s code=%s", peer, e.code())
+                return
+        scope = (
+            set(view.paths)
+            if services is None
+            else {k for s in services for k in view.by_prefix.get(s, ())}
+        )
+        for k in scope - set(seen):
+            view.paths.pop(k, None)
+            view.by_prefix.get(k[0].service, set()).discard(k)
+            await emit(RouteWithdrawn(peer, k[0], k[1]))
+        for k, route in seen.items():
+            if view.paths.get(k) != route:
+                view.paths[k] = route
+                view.by_prefix.setdefault(k[0].service, set()).add(k)
+                self.counters["learned"] += 1
+                await emit(RouteLearned(peer, route))
+
+    def _decode(self, p: Any, nlri: bytes) -> InstanceRoute:
+        attrs: dict[int, bgp.Attribute] = {}
+        for raw in p.pattrs_binary:
+            a = bgp.parse_one(raw)
+            attrs[a.type] = a
+        if not nlri:
+            raise bgp.CodecError("no NLRI bytes")
+        service = _service_from_nlri(nlri, p.family.afi == pb.Family.AFI_IP6)
+        mp = attrs.get(bgp.MP_REACH_NLRI)
+        if mp is not None:
+            nh_len = mp.value[3]
+            egress = RouterId(ipaddress.ip_address(mp.value[4 : 4 + min(nh_len, 16)]))
+        elif bgp.NEXT_HOP in attrs:
+            egress = RouterId(ipaddress.IPv4Address(attrs[bgp.NEXT_HOP].value))
+        else:
+            raise bgp.CodecError("no next hop")
+        return bgp.decode_route(service, egress, attrs, self.asn)
+
+    # --- views -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "speaker": "gobgp",
+            "socket": self.opts.socket,
+            "managed": self.proc is not None,
+            "peers_established": sum(v.established for v in self.peers.values()),
+            "peers": len(self.peers),
+            **self.counters,
+        }
+
+    def routes(self) -> dict[str, Any]:
+        return {"advertised": [r.to_json() for r, _ in self.advertised.values()]}
+
+
+def _service_from_nlri(nlri: bytes, v6: bool) -> ServiceId:
+    plen = nlri[0]
+    size = 16 if v6 else 4
+    if plen != size * 8:
+        raise bgp.CodecError(f"/{plen} is not a host route: not a D-SID")
+    raw = nlri[1 : 1 + size]
+    try:
+        return ServiceId(ipaddress.IPv6Address(raw) if v6 else ipaddress.IPv4Address(raw))
+    except ValueError as e:
+        raise bgp.CodecError(str(e)) from None
+
+
+def _prefix_service(p: Any) -> ServiceId | None:
+    """The D-SID a watch event is about (from GoBGP's decoded NLRI), or None if not a host route."""
+    prefix = attr_pb.IPAddressPrefix()
+    if not p.nlri.Unpack(prefix):
+        return None
+    try:
+        addr = ipaddress.ip_address(prefix.prefix)
+        if prefix.prefix_len != addr.max_prefixlen:
+            return None
+        return ServiceId(addr)
+    except ValueError:
+        return None
+
+
+def _router_id(router: str) -> str:
+    """A BGP identifier from the router address when none is configured: IPv4 as is, IPv6 by
+    its last 32 bits (configure `bgp.router_id` when those collide)."""
+    addr = ipaddress.ip_address(router)
+    return str(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))

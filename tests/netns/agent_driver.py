@@ -1,0 +1,38 @@
+"""A metric agent driven line by line from stdin, for tests that need it inside a namespace.
+
+report cpu=0.3 sessions=4 | draining | up | exit
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from cand.agent import MetricAgent
+
+
+async def main(broker: str, service: str, binding: str) -> None:
+    loop = asyncio.get_running_loop()
+    async with MetricAgent(broker, service, binding, heartbeat=30) as agent:
+        while True:
+            line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+            if not line or line == "exit":
+                break
+            verb, *args = line.split()
+            if verb == "report":
+                values = {}
+                for kv in args:
+                    k, v = kv.split("=")
+                    values[k] = float(v) if "." in v else int(v)
+                await agent.report(**values)
+            elif verb == "draining":
+                await agent.draining()
+            elif verb == "up":
+                await agent.up()
+            n = agent.published
+            await agent.wait_published(n + 1)
+            print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:4]))

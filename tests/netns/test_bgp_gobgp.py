@@ -1,0 +1,211 @@
+"""Instance routes between real cand + gobgpd routers in namespaces, direct and through an FRR
+route reflector; the UPDATE bytes captured off the wire decode to the same routes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cand.model import InstanceState
+from cand.wire import bgp
+from tests.netns.routers import (
+    SERVICE,
+    cand_toml,
+    received,
+    start_cand,
+    start_frr_rr,
+    start_mosquitto,
+    wait_api,
+)
+from tests.netns.topology import Topology, netns_available
+
+pytestmark = pytest.mark.netns
+BINDING = "2001:db8:a::10"
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    netns_available()
+    t = Topology()
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+class Agent:
+    def __init__(self, topo: Topology, ns: str, port: int) -> None:
+        self.p = topo.spawn(
+            ns,
+            sys.executable,
+            "-m",
+            "tests.netns.agent_driver",
+            f"mqtt://127.0.0.1:{port}",
+            SERVICE,
+            BINDING,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def say(self, line: str) -> None:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(line.encode() + b"\n")
+        self.p.stdin.flush()
+        if line != "exit":
+            assert self.p.stdout.readline().strip() == b"ok"
+
+
+def view(routes: list[dict[str, Any]]) -> tuple[tuple[str, int, str], ...]:
+    return tuple(sorted((r["state"], r["l2"], r["binding"]) for r in routes))
+
+
+async def follow(sock: Path, steps: list[tuple[str, Any]], agent: Agent) -> list[Any]:
+    """Drive the agent step by step; after each step wait until the ingress shows the
+    expected view. Returns every distinct view the ingress showed, in order."""
+    seen: list[Any] = []
+    for command, expected in steps:
+        await asyncio.to_thread(agent.say, command)
+        deadline = time.monotonic() + 30
+        while True:
+            v = view(await received(sock))
+            if not seen or seen[-1] != v:
+                seen.append(v)
+            if v == expected:
+                break
+            assert time.monotonic() < deadline, f"after {command!r}: {v} != {expected}"
+            await asyncio.sleep(0.05)
+    return seen
+
+
+STEPS = [
+    ("report cpu=0.3", (("up", 300, BINDING),)),
+    ("report cpu=0.7", (("up", 700, BINDING),)),
+    ("draining", (("draining", 700, BINDING),)),
+    ("exit", ()),
+]
+
+
+def capture(topo: Topology, ns: str, ifname: str, path: Path) -> subprocess.Popen[bytes]:
+    p = topo.spawn(
+        ns,
+        "tcpdump",
+        "--immediate-mode",
+        "-i",
+        ifname,
+        "-U",
+        "-s0",
+        "-w",
+        str(path),
+        "tcp port 179",
+        log=path.with_suffix(".tcpdump.log"),
+    )
+    time.sleep(0.5)
+    return p
+
+
+def updates_from_pcap(path: Path) -> list[bgp.Update]:
+    from scapy.all import TCP, IPv6, rdpcap
+
+    streams: dict[tuple[str, int, str, int], dict[int, bytes]] = {}
+    for pkt in rdpcap(str(path)):
+        if IPv6 in pkt and TCP in pkt and bytes(pkt[TCP].payload):
+            k = (pkt[IPv6].src, pkt[TCP].sport, pkt[IPv6].dst, pkt[TCP].dport)
+            streams.setdefault(k, {})[pkt[TCP].seq] = bytes(pkt[TCP].payload)
+    out = []
+    marker = b"\xff" * 16
+    for segs in streams.values():
+        data = b"".join(segs[s] for s in sorted(segs))
+        i = data.find(marker)
+        while i >= 0 and i + 19 <= len(data):
+            length = int.from_bytes(data[i + 16 : i + 18], "big")
+            msg = data[i : i + length]
+            if 19 <= length <= 65535 and len(msg) == length and msg[18] == 2:
+                out.append(bgp.decode_update(msg, addpath=True))  # bad bytes fail the test
+            nxt = data.find(marker, i + max(length, 19)) if length >= 19 else -1
+            i = nxt if nxt >= 0 else data.find(marker, i + 16)
+    return out
+
+
+def check_wire(updates: list[bgp.Update], sock_routes_seen: list[Any]) -> None:
+    routes = []
+    for u in updates:
+        for _pid, svc, egress in u.announced:
+            routes.append(bgp.decode_route(svc, egress, u.attributes, 65000))
+    states = [(r.state.value, r.metrics.l2) for r in routes if str(r.binding) == BINDING]
+    # every state the ingress showed was on the wire, in the same order
+    shown = [v[0][:2] for v in sock_routes_seen if v]
+    it = iter(states)
+    assert all(any(s == w for w in it) for s in shown), (shown, states)
+    assert any(u.withdrawn for u in updates), "the final withdrawal was not on the wire"
+    assert all(r.sid is not None and r.state is not InstanceState.DOWN for r in routes)
+
+
+def test_direct_gobgp_to_gobgp(topo: Topology, tmp_path: Path) -> None:
+    e, i = topo.ns("egress"), topo.ns("ingress")
+    _ie, ii = topo.link(e, "fc00:a::3/64", i, "fc00:a::1/64")
+    port = start_mosquitto(topo, e, tmp_path)
+    start_cand(
+        topo,
+        e,
+        cand_toml(tmp_path, "e", "fc00:a::3", ["fc00:a::1"], ["egress"], mqtt_port=port),
+        tmp_path,
+        "e",
+    )
+    isock = start_cand(
+        topo, i, cand_toml(tmp_path, "i", "fc00:a::1", ["fc00:a::3"], ["ingress"]), tmp_path, "i"
+    )
+    pcap = tmp_path / "i.pcap"
+    dump = capture(topo, i, ii, pcap)
+
+    async def main() -> list[Any]:
+        await wait_api(isock)
+        agent = Agent(topo, e, port)
+        return await follow(isock, STEPS, agent)
+
+    seen = asyncio.run(main())
+    assert seen[-1] == ()
+    time.sleep(0.3)
+    dump.terminate()  # flushes the capture file
+    dump.wait(5)
+    check_wire(updates_from_pcap(pcap), seen)
+
+
+def test_through_frr_route_reflector(topo: Topology, tmp_path: Path) -> None:
+    e, rr, i = topo.ns("egress"), topo.ns("rr"), topo.ns("ingress")
+    topo.link(e, "fc00:b::3/64", rr, "fc00:b::100/64")
+    _rri, ii = topo.link(rr, "fc00:a::100/64", i, "fc00:a::1/64")
+    topo.exec(e, "ip", "-6", "route", "add", "fc00:a::/64", "via", "fc00:b::100")
+    topo.exec(i, "ip", "-6", "route", "add", "fc00:b::/64", "via", "fc00:a::100")
+    start_frr_rr(topo, rr, tmp_path, "10.255.0.100", ["fc00:b::3", "fc00:a::1"])
+    port = start_mosquitto(topo, e, tmp_path)
+    start_cand(
+        topo,
+        e,
+        cand_toml(tmp_path, "e", "fc00:b::3", ["fc00:b::100"], ["egress"], mqtt_port=port),
+        tmp_path,
+        "e",
+    )
+    isock = start_cand(
+        topo, i, cand_toml(tmp_path, "i", "fc00:a::1", ["fc00:a::100"], ["ingress"]), tmp_path, "i"
+    )
+    pcap = tmp_path / "i.pcap"
+    dump = capture(topo, i, ii, pcap)
+
+    async def main() -> list[Any]:
+        await wait_api(isock)
+        agent = Agent(topo, e, port)
+        return await follow(isock, STEPS, agent)
+
+    seen = asyncio.run(main())
+    assert seen[-1] == ()
+    time.sleep(0.3)
+    dump.terminate()  # flushes the capture file
+    dump.wait(5)
+    check_wire(updates_from_pcap(pcap), seen)
