@@ -209,3 +209,49 @@ def test_through_frr_route_reflector(topo: Topology, tmp_path: Path) -> None:
     dump.terminate()  # flushes the capture file
     dump.wait(5)
     check_wire(updates_from_pcap(pcap), seen)
+
+
+def test_flapping_instance_is_damped_on_the_wire(topo: Topology, tmp_path: Path) -> None:
+    """20 state flaps in a few seconds: the egress sends a bounded number of UPDATEs (the flap
+    penalty suppresses the instance after 3), and `cand routes` at both ends says so."""
+    e, i = topo.ns("egress"), topo.ns("ingress")
+    _ie, ii = topo.link(e, "fc00:a::3/64", i, "fc00:a::1/64")
+    port = start_mosquitto(topo, e, tmp_path)
+    econf = cand_toml(tmp_path, "e", "fc00:a::3", ["fc00:a::1"], ["egress"], mqtt_port=port)
+    esock = start_cand(topo, e, econf, tmp_path, "e")
+    isock = start_cand(
+        topo, i, cand_toml(tmp_path, "i", "fc00:a::1", ["fc00:a::3"], ["ingress"]), tmp_path, "i"
+    )
+    pcap = tmp_path / "i.pcap"
+    dump = capture(topo, i, ii, pcap)
+    flaps = 20
+
+    async def main() -> None:
+        await wait_api(isock)
+        agent = Agent(topo, e, port)
+        await follow(isock, STEPS[:1], agent)
+        for n in range(flaps):
+            await asyncio.to_thread(agent.say, "draining" if n % 2 == 0 else "up")
+        await asyncio.sleep(2)
+        status = await request(esock, "status")
+        assert status["speaker"]["withdrawn"] >= 1  # held down: withdrawn while suppressed
+
+    from cand.api import request
+
+    asyncio.run(main())
+    out = subprocess.run(
+        [sys.executable, "-m", "cand.cli", "routes", "-s", str(isock)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Received paths:" in out
+    dump.terminate()
+    dump.wait(5)
+    updates = updates_from_pcap(pcap)
+    announcements = sum(len(u.announced) for u in updates)
+    withdrawals = sum(len(u.withdrawn) for u in updates)
+    print(f"{flaps} flaps -> {announcements} announcements, {withdrawals} withdrawals on the wire")
+    # first announcement + 3 flaps before the penalty (3000) is exceeded, then one withdrawal
+    assert announcements <= 5
+    assert withdrawals == 1

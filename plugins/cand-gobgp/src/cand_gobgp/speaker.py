@@ -180,6 +180,10 @@ class GobgpSpeaker:
             )
         )
         for n in b.neighbors:
+            if n.bfd:
+                log.warning(
+                    "event=gobgp_no_bfd peer=%s (gobgpd has no BFD; hold time applies)", n.address
+                )
             fams = [pb.Family(afi=a, safi=s) for a, s in FAMILIES.values()]
             peer = pb.Peer(
                 conf=pb.PeerConf(
