@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from cand.model import InstanceState
-from cand.wire import bgp
-from tests.netns.routers import (
+from cand.lab.agent_driver import AgentProcess
+from cand.lab.netns import Topology, netns_available
+from cand.lab.routers import (
     SERVICE,
     cand_toml,
     received,
@@ -24,7 +24,9 @@ from tests.netns.routers import (
     start_mosquitto,
     wait_api,
 )
-from tests.netns.topology import Topology, netns_available
+from cand.model import InstanceState
+from cand.wire import bgp
+from tests.conftest import need
 
 pytestmark = pytest.mark.netns
 BINDING = "2001:db8:a::10"
@@ -32,7 +34,8 @@ BINDING = "2001:db8:a::10"
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    netns_available()
+    why = netns_available()
+    need(why is None, why or "")
     t = Topology()
     try:
         yield t
@@ -40,33 +43,11 @@ def topo() -> Iterator[Topology]:
         t.close()
 
 
-class Agent:
-    def __init__(self, topo: Topology, ns: str, port: int) -> None:
-        self.p = topo.spawn(
-            ns,
-            sys.executable,
-            "-m",
-            "tests.netns.agent_driver",
-            f"mqtt://127.0.0.1:{port}",
-            SERVICE,
-            BINDING,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-
-    def say(self, line: str) -> None:
-        assert self.p.stdin is not None and self.p.stdout is not None
-        self.p.stdin.write(line.encode() + b"\n")
-        self.p.stdin.flush()
-        if line != "exit":
-            assert self.p.stdout.readline().strip() == b"ok"
-
-
 def view(routes: list[dict[str, Any]]) -> tuple[tuple[str, int, str], ...]:
     return tuple(sorted((r["state"], r["l2"], r["binding"]) for r in routes))
 
 
-async def follow(sock: Path, steps: list[tuple[str, Any]], agent: Agent) -> list[Any]:
+async def follow(sock: Path, steps: list[tuple[str, Any]], agent: AgentProcess) -> list[Any]:
     """Drive the agent step by step; after each step wait until the ingress shows the
     expected view. Returns every distinct view the ingress showed, in order."""
     seen: list[Any] = []
@@ -166,7 +147,7 @@ def test_direct_gobgp_to_gobgp(topo: Topology, tmp_path: Path) -> None:
 
     async def main() -> list[Any]:
         await wait_api(isock)
-        agent = Agent(topo, e, port)
+        agent = AgentProcess(topo, e, port, SERVICE, BINDING)
         return await follow(isock, STEPS, agent)
 
     seen = asyncio.run(main())
@@ -200,7 +181,7 @@ def test_through_frr_route_reflector(topo: Topology, tmp_path: Path) -> None:
 
     async def main() -> list[Any]:
         await wait_api(isock)
-        agent = Agent(topo, e, port)
+        agent = AgentProcess(topo, e, port, SERVICE, BINDING)
         return await follow(isock, STEPS, agent)
 
     seen = asyncio.run(main())
@@ -228,7 +209,7 @@ def test_flapping_instance_is_damped_on_the_wire(topo: Topology, tmp_path: Path)
 
     async def main() -> None:
         await wait_api(isock)
-        agent = Agent(topo, e, port)
+        agent = AgentProcess(topo, e, port, SERVICE, BINDING)
         await follow(isock, STEPS[:1], agent)
         for n in range(flaps):
             await asyncio.to_thread(agent.say, "draining" if n % 2 == 0 else "up")

@@ -1,4 +1,5 @@
-"""Real routers in namespaces: cand + gobgpd, mosquitto, FRR; configs written per test."""
+"""Real routers in namespaces: cand + gobgpd, mosquitto, FRR, with configs written per run.
+Used by the demo and the namespace tests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cand.api import ApiError, request
-from tests.conftest import wait_port
-from tests.netns.topology import Topology
+from cand.lab.netns import Topology
 
 SERVICE = "2001:db8:5::1"
 CAND = [sys.executable, "-m", "cand.cli"]
@@ -54,6 +54,7 @@ threshold = 1
 
 [[services]]
 sid = "{SERVICE}"
+name = "web"
 
 [api]
 socket = "{tmp}/{name}.sock"
@@ -151,6 +152,3 @@ async def wait_api(sock: Path, timeout: float = 20.0) -> None:
 async def received(sock: Path) -> list[dict[str, Any]]:
     data = await request(sock, "routes")
     return list(data["received"])
-
-
-__all__ = ["wait_port"]

@@ -6,9 +6,36 @@ report cpu=0.3 sessions=4 | draining | up | exit
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 
 from cand.agent import MetricAgent
+from cand.lab.netns import Topology
+
+
+class AgentProcess:
+    """The controlling side: an agent process in a namespace, one command per call."""
+
+    def __init__(self, topo: Topology, ns: str, port: int, service: str, binding: str) -> None:
+        self.p = topo.spawn(
+            ns,
+            sys.executable,
+            "-m",
+            "cand.lab.agent_driver",
+            f"mqtt://127.0.0.1:{port}",
+            service,
+            binding,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def say(self, line: str) -> None:
+        assert self.p.stdin is not None
+        assert self.p.stdout is not None
+        self.p.stdin.write(line.encode() + b"\n")
+        self.p.stdin.flush()
+        if line != "exit" and self.p.stdout.readline().strip() != b"ok":
+            raise RuntimeError(f"agent did not acknowledge {line!r}")
 
 
 async def main(broker: str, service: str, binding: str) -> None:

@@ -1,4 +1,4 @@
-"""Network namespaces and veth links for tests, removed again whatever happens.
+"""Network namespaces and veth links for labs and tests, removed again whatever happens.
 
 Every name carries a per-test prefix so parallel or leftover runs never collide, and only
 namespaces this object made are ever deleted.
@@ -15,12 +15,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import need
 
-
-def netns_available() -> None:
-    need(os.geteuid() == 0, "needs root for network namespaces")
-    need(shutil.which("ip") is not None, "needs iproute2")
+def netns_available() -> str | None:
+    """None when namespaces can be made here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (ip)"
+    return None
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -78,7 +80,9 @@ class Topology:
         out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
         kw.setdefault("stdout", out)
         kw.setdefault("stderr", subprocess.STDOUT if log is not None else subprocess.DEVNULL)
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)  # type: ignore[call-overload]
+        p: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+            ["ip", "netns", "exec", ns, *cmd], **kw
+        )
         self.procs.append(p)
         return p
 
