@@ -236,3 +236,46 @@ def test_flapping_instance_is_damped_on_the_wire(topo: Topology, tmp_path: Path)
     # first announcement + 3 flaps before the penalty (3000) is exceeded, then one withdrawal
     assert announcements <= 5
     assert withdrawals == 1
+
+
+def test_cand_crash_keeps_routes_and_restart_adopts_them(topo: Topology, tmp_path: Path) -> None:
+    """kill -9 of cand on the egress: gobgpd (its own session) keeps the path up; the restarted
+    cand attaches to it, and the ingress never sees the path go away."""
+    e, i = topo.ns("egress"), topo.ns("ingress")
+    topo.link(e, "fc00:a::3/64", i, "fc00:a::1/64")
+    port = start_mosquitto(topo, e, tmp_path)
+    econf = cand_toml(tmp_path, "e", "fc00:a::3", ["fc00:a::1"], ["egress"], mqtt_port=port)
+    start_cand(topo, e, econf, tmp_path, "e")
+    egress_cand = topo.procs[-1]
+    isock = start_cand(
+        topo, i, cand_toml(tmp_path, "i", "fc00:a::1", ["fc00:a::3"], ["ingress"]), tmp_path, "i"
+    )
+    views: list[Any] = []
+
+    async def watch(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            views.append(view(await received(isock)))
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        await wait_api(isock)
+        agent = AgentProcess(topo, e, port, SERVICE, BINDING)
+        await follow(isock, STEPS[:1], agent)
+        egress_cand.kill()
+        egress_cand.wait(5)
+        await watch(2.0)
+        start_cand(topo, e, econf, tmp_path, "e2")  # same config, log e2.log
+        esock = tmp_path / "e.sock"
+        await wait_api(esock)
+        await watch(3.0)
+        st = await request(esock, "status")
+        assert st["speaker"]["managed"] is False  # attached to the gobgpd that kept running
+        await asyncio.to_thread(agent.say, "report cpu=0.5")
+        await follow(isock, [("report cpu=0.5", (("up", 500, BINDING),))], agent)
+
+    from cand.api import request
+
+    asyncio.run(main())
+    assert views
+    assert all(v == (("up", 300, BINDING),) for v in views), set(views)
