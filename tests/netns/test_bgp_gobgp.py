@@ -266,3 +266,55 @@ def test_cand_crash_keeps_routes_and_restart_adopts_them(topo: Topology, tmp_pat
     asyncio.run(main())
     assert views
     assert all(v == (("up", 300, BINDING),) for v in views), set(views)
+
+
+def test_gobgpd_killed_is_restarted_and_reannounces(topo: Topology, tmp_path: Path) -> None:
+    """kill -9 of the egress's gobgpd: cand starts a new one and announces again; the ingress,
+    through graceful restart, keeps the path meanwhile (stale) and then has it fresh."""
+    e, i = topo.ns("egress"), topo.ns("ingress")
+    topo.link(e, "fc00:a::3/64", i, "fc00:a::1/64")
+    port = start_mosquitto(topo, e, tmp_path)
+    econf = cand_toml(tmp_path, "e", "fc00:a::3", ["fc00:a::1"], ["egress"], mqtt_port=port)
+    esock = start_cand(topo, e, econf, tmp_path, "e")
+    isock = start_cand(
+        topo, i, cand_toml(tmp_path, "i", "fc00:a::1", ["fc00:a::3"], ["ingress"]), tmp_path, "i"
+    )
+    views: list[Any] = []
+
+    def gobgpd_pids(ns: str) -> list[str]:
+        in_ns = set(
+            subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True
+            ).stdout.split()
+        )
+        named = subprocess.run(
+            ["pgrep", "-x", "gobgpd"], capture_output=True, text=True
+        ).stdout.split()
+        return [p for p in named if p in in_ns]
+
+    async def main() -> None:
+        from cand.api import request
+
+        await wait_api(isock)
+        agent = AgentProcess(topo, e, port, SERVICE, BINDING)
+        await follow(isock, STEPS[:1], agent)
+        pids = gobgpd_pids(e)
+        assert len(pids) == 1
+        topo.exec(e, "kill", "-9", pids[0])
+        end = time.monotonic() + 12
+        while time.monotonic() < end:
+            views.append(view(await received(isock)))
+            new = gobgpd_pids(e)
+            if (
+                new
+                and new != pids
+                and (await request(esock, "status"))["speaker"]["advertised"] >= 2
+            ):
+                break
+            await asyncio.sleep(0.1)
+        assert (await request(esock, "status"))["speaker"]["advertised"] >= 2  # announced again
+        await asyncio.to_thread(agent.say, "report cpu=0.6")
+        await follow(isock, [("report cpu=0.6", (("up", 600, BINDING),))], agent)
+
+    asyncio.run(main())
+    assert all(v == (("up", 300, BINDING),) for v in views), set(views)

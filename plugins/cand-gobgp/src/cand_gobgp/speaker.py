@@ -102,6 +102,7 @@ class GobgpSpeaker:
         self._resync: set[str] = set()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
+        self._closed = False
 
     @classmethod
     def from_config(cls, config: Config) -> GobgpSpeaker:
@@ -128,6 +129,7 @@ class GobgpSpeaker:
                 if self.proc is not None:
                     tg.create_task(self._supervise(), name="gobgp-supervise")
         finally:
+            self._closed = True
             await channel.close()
 
     async def _ensure_gobgpd(self) -> bool:
@@ -269,7 +271,7 @@ class GobgpSpeaker:
 
     async def shutdown(self) -> None:
         """Graceful shutdown: withdraw every path, give the updates a moment, stop gobgpd."""
-        if self.stub is not None and self.advertised:
+        if self.stub is not None and self.advertised and not self._closed:
             await self.withdraw(list(self.advertised))
             await asyncio.sleep(0.5)
         if self.proc is not None and self.proc.returncode is None:
@@ -307,11 +309,12 @@ class GobgpSpeaker:
                 )
                 continue
             path = self._path(route)
+            # desired state first: if gobgpd is down, the restarted one gets it from here
+            self.advertised[route.key] = (route, path)
+            self.adopted.pop(route.key, None)
             if await self._rpc(
                 self.stub.AddPath(pb.AddPathRequest(table_type=pb.GLOBAL, path=path))
             ):
-                self.advertised[route.key] = (route, path)
-                self.adopted.pop(route.key, None)
                 self.counters["advertised"] += 1
 
     async def withdraw(self, keys: Sequence[InstanceKey]) -> None:
@@ -342,18 +345,33 @@ class GobgpSpeaker:
             peer=pb.WatchEventRequest.Peer(),
             table=pb.WatchEventRequest.Table(filters=[F(type=F.ADJIN, init=True)]),
         )
-        async for ev in self.stub.WatchEvent(req):
-            if ev.HasField("peer"):
-                await self._peer_event(ev.peer, emit)
-            elif ev.HasField("table"):
-                for p in ev.table.paths:
-                    view = self.peers.get(p.neighbor_ip)
-                    if view is None:
-                        continue
-                    svc = _prefix_service(p)
-                    if svc is not None:
-                        self._dirty.setdefault(p.neighbor_ip, set()).add(svc)
-                self._wake.set()
+        backoff = Backoff(first=0.2, cap=5.0)
+        while True:
+            try:
+                async for ev in self.stub.WatchEvent(req):
+                    backoff.reset()
+                    if ev.HasField("peer"):
+                        await self._peer_event(ev.peer, emit)
+                    elif ev.HasField("table"):
+                        self._table_event(ev.table)
+            except grpc.aio.AioRpcError as e:
+                # gobgpd gone (it is being restarted): its sessions are down, the paths the
+                # peers gave us go stale (graceful restart) until the new one has them again
+                log.warning("event=gobgp_watch_lost code=%s", e.code())
+                for addr, view in self.peers.items():
+                    if view.established:
+                        view.established = False
+                        await emit(PeerDown(addr, float(self.bgp.graceful_restart)))
+            await asyncio.sleep(backoff.delay())
+
+    def _table_event(self, table: Any) -> None:
+        for p in table.paths:
+            if p.neighbor_ip not in self.peers:
+                continue
+            svc = _prefix_service(p)
+            if svc is not None:
+                self._dirty.setdefault(p.neighbor_ip, set()).add(svc)
+        self._wake.set()
 
     async def _peer_event(self, ev: Any, emit: Emit) -> None:
         addr = ev.peer.state.neighbor_address or ev.peer.conf.neighbor_address
