@@ -32,6 +32,11 @@ def cand_toml(
         for n in neighbors
     )
     mqtt = f'\n[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n' if mqtt_port else ""
+    options = (
+        f'socket = "{tmp}/{name}-gobgpd.sock"'
+        if speaker == "gobgp"
+        else f'workdir = "{tmp}/{name}-exabgp"'
+    )
     octet = int(router_id.rsplit(":", 1)[1] or "0", 16) % 250 + 1
     text = (
         f"""
@@ -46,7 +51,7 @@ speaker = "{speaker}"
 router_id = "10.255.0.{octet}"
 graceful_restart = 30
 [bgp.options]
-socket = "{tmp}/{name}-gobgpd.sock"
+{options}
 {n_tables}
 [damping]
 min_interval = 0.0

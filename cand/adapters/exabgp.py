@@ -1,0 +1,322 @@
+"""ExaBGP speaker: cand runs ExaBGP 5 as a supervised child and talks to its process API.
+
+ExaBGP's configured process is `python -m cand.adapters.exabgp_bridge SOCKET`, a relay that
+joins ExaBGP's pipes to a unix socket this speaker serves: command lines go one way, JSON
+event lines the other. Attributes cand owns are handed over as generic `attribute [code flags
+value]` made by `cand.wire.bgp`, byte for byte what the GoBGP speaker sends. Received updates
+are read from the raw message bytes ExaBGP reports (`receive { packets; update; }`): its parsed
+JSON for a route with a Prefix-SID SRv6 TLV is not valid JSON, and one codec is better anyway.
+
+If ExaBGP dies it is started again and every path cand wants is announced again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cand.broker import Backoff
+from cand.config import Config
+from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
+from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
+from cand.ports import Emit
+from cand.wire import bgp
+
+log = logging.getLogger("cand.exabgp")
+
+
+@dataclass(frozen=True)
+class ExabgpOptions:
+    """`[bgp.options]` for speaker = "exabgp"."""
+
+    binary: str = ""
+    workdir: str = ""
+    local_address: str = ""
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> ExabgpOptions:
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"bgp.options: unknown options for exabgp: {sorted(unknown)}")
+        return cls(**raw)
+
+
+def command(route: InstanceRoute, asn: int, locator_len: int) -> str:
+    """The process-API line that announces one instance path (no control characters: one
+    command can never become two)."""
+    attrs = bgp.encode_attributes(route, asn, locator_len)
+    generic = " ".join(
+        f"attribute [ 0x{a.type:02x} 0x{a.flags:02x} 0x{a.value.hex()} ]"
+        for a in attrs
+        if a.type != bgp.ORIGIN
+    )
+    pid = ipaddress.IPv4Address(bgp.path_id(route.key))
+    plen = route.service.address.max_prefixlen
+    return (
+        f"announce route {route.service}/{plen} next-hop {route.egress} "
+        f"path-information {pid} origin igp {generic}"
+    )
+
+
+def withdraw_command(key: InstanceKey, egress: RouterId) -> str:
+    pid = ipaddress.IPv4Address(bgp.path_id(key))
+    plen = key.service.address.max_prefixlen
+    return f"withdraw route {key.service}/{plen} next-hop {egress} path-information {pid}"
+
+
+class ExabgpSpeaker:
+    def __init__(self, config: Config, options: ExabgpOptions) -> None:
+        if config.bgp is None:
+            raise ValueError("bgp: the exabgp speaker needs a [bgp] table")
+        self.config = config
+        self.bgp = config.bgp
+        self.opts = options
+        self.asn = config.router.asn
+        self.egress = RouterId.parse(config.router.id)
+        self.locator_len = (
+            ipaddress.IPv6Network(config.router.locator).prefixlen if config.router.locator else 64
+        )
+        self.desired: dict[InstanceKey, InstanceRoute] = {}
+        self.received: dict[str, dict[tuple[int, ServiceId], tuple[InstanceKey, RouterId]]] = {}
+        self.up: set[str] = set()
+        self.counters = {
+            "advertised": 0,
+            "withdrawn": 0,
+            "learned": 0,
+            "malformed": 0,
+            "restarts": 0,
+        }
+        self._writer: asyncio.StreamWriter | None = None
+        self._emit: Emit | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ExabgpSpeaker:
+        assert config.bgp is not None
+        return cls(config, ExabgpOptions.parse(dict(config.bgp.options)))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        self._emit = emit
+        workdir = Path(self.opts.workdir or tempfile.mkdtemp(prefix="cand-exabgp-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        sock = workdir / "api.sock"
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        server = await asyncio.start_unix_server(self._bridge, path=str(sock))
+        conf = workdir / "exabgp.conf"
+        conf.write_text(self.render(sock))
+        backoff = Backoff(first=0.5, cap=10.0)
+        async with server:
+            while True:
+                self.proc = await asyncio.create_subprocess_exec(
+                    self._binary(),
+                    str(conf),
+                    env=self._env(workdir),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                rc = await self.proc.wait()
+                self.counters["restarts"] += 1
+                log.error("event=exabgp_died rc=%s", rc)
+                for peer in sorted(self.up):
+                    await emit(PeerDown(peer, float(self.bgp.graceful_restart)))
+                self.up.clear()
+                await asyncio.sleep(backoff.delay())
+
+    def _binary(self) -> str:
+        if self.opts.binary:
+            return self.opts.binary
+        beside = Path(sys.executable).parent / "exabgp"
+        found = str(beside) if beside.exists() else shutil.which("exabgp")
+        if found is None:
+            raise RuntimeError("exabgp: not installed (pip install exabgp==5.0.15)")
+        return found
+
+    def _env(self, workdir: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "exabgp_daemon_user": "root" if os.geteuid() == 0 else os.environ.get("USER", ""),
+                "exabgp_daemon_drop": "false",
+                "exabgp_log_destination": str(workdir / "exabgp.log"),
+                "exabgp_api_ack": "false",
+            }
+        )
+        return env
+
+    def render(self, sock: Path) -> str:
+        """ExaBGP's configuration, generated from cand.toml."""
+        b = self.bgp
+        rid = b.router_id or str(ipaddress.IPv4Address(int(self.egress.address) & 0xFFFFFFFF))
+        bridge = f"{sys.executable} -m cand.adapters.exabgp_bridge {sock}"
+        out = [f"process cand {{\n    run {bridge};\n    encoder json;\n}}\n"]
+        for n in b.neighbors:
+            fam = "ipv6 unicast;" if ":" in n.address else "ipv4 unicast;"
+            gr = f"graceful-restart {b.graceful_restart};" if b.graceful_restart else ""
+            local = self.opts.local_address or self.config.router.id
+            out.append(
+                f"neighbor {n.address} {{\n"
+                f"    router-id {rid};\n"
+                f"    local-address {local};\n"
+                f"    local-as {self.asn};\n"
+                f"    peer-as {n.asn};\n"
+                f"    hold-time {n.hold_time};\n"
+                + (f"    md5-password '{n.password}';\n" if n.password else "")
+                + ("    passive true;\n" if n.passive else "")
+                + f"    family {{ {fam} }}\n"
+                f"    capability {{ add-path send/receive; {gr} }}\n"
+                "    api { processes [ cand ]; receive { packets; update; } "
+                "neighbor-changes; }\n"
+                "}\n"
+            )
+        return "\n".join(out)
+
+    async def shutdown(self) -> None:
+        if self._writer is not None:
+            for key in list(self.desired):
+                self._send(withdraw_command(key, self.egress))
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+            await asyncio.sleep(0.5)
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+
+    # --- the bridge connection -------------------------------------------------------------
+
+    async def _bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """ExaBGP (re)started and its process connected: send everything we want announced."""
+        self._writer = writer
+        log.info("event=exabgp_connected paths=%d", len(self.desired))
+        for route in self.desired.values():
+            self._send(command(route, self.asn, self.locator_len))
+        try:
+            while line := await reader.readline():
+                await self._event(line)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+
+    def _send(self, line: str) -> None:
+        if "\n" in line or "\r" in line:
+            raise ValueError("exabgp: a command may not contain a line break")
+        if self._writer is not None:
+            self._writer.write(line.encode() + b"\n")
+
+    async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
+        for r in routes:
+            self.desired[r.key] = r
+            self._send(command(r, self.asn, self.locator_len))
+            self.counters["advertised"] += 1
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+
+    async def withdraw(self, keys: Sequence[InstanceKey]) -> None:
+        for k in keys:
+            if self.desired.pop(k, None) is not None:
+                self._send(withdraw_command(k, self.egress))
+                self.counters["withdrawn"] += 1
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+
+    # --- receiving -------------------------------------------------------------------------
+
+    async def _event(self, line: bytes) -> None:
+        assert self._emit is not None
+        text = line.strip()
+        if not text.startswith(b"{"):
+            return  # acknowledgements ("done") and anything else that is not an event
+        try:
+            ev = json.loads(text)
+        except ValueError:
+            self.counters["malformed"] += 1
+            log.warning("event=exabgp_bad_json line=%r", text[:200])
+            return
+        kind = ev.get("type")
+        neighbor = ev.get("neighbor", {})
+        peer = neighbor.get("address", {}).get("peer", "")
+        if kind == "state":
+            await self._state(peer, neighbor.get("state", ""))
+        elif kind == "update" and neighbor.get("direction", "receive") == "receive":
+            msg = neighbor.get("message", {})
+            raw = bytes.fromhex(msg.get("header", "")[2:] + msg.get("body", "")[2:])
+            await self._update(peer, raw)
+
+    async def _state(self, peer: str, state: str) -> None:
+        assert self._emit is not None
+        if state == "up":
+            self.up.add(peer)
+            log.info("event=exabgp_peer_up peer=%s", peer)
+        elif state in ("down", "connected") and peer in self.up:
+            self.up.discard(peer)
+            log.warning("event=exabgp_peer_down peer=%s", peer)
+            await self._emit(PeerDown(peer, float(self.bgp.graceful_restart)))
+
+    async def _update(self, peer: str, raw: bytes) -> None:
+        assert self._emit is not None
+        table = self.received.setdefault(peer, {})
+        try:
+            upd = bgp.decode_update(raw, addpath=True)
+        except (bgp.CodecError, IndexError, ValueError) as e:
+            self.counters["malformed"] += 1
+            log.warning("event=bgp_update_ignored peer=%s reason=%r", peer, str(e))
+            return
+        if not upd.announced and not upd.withdrawn:
+            await self._emit(PeerSynced(peer))  # End-of-RIB
+            return
+        for pid, svc in upd.withdrawn:
+            held = table.pop((pid, svc), None)
+            if held is not None:
+                await self._emit(RouteWithdrawn(peer, held[0], held[1]))
+        for pid, svc, egress in upd.announced:
+            try:
+                route = bgp.decode_route(svc, egress, upd.attributes, self.asn)
+            except bgp.CodecError as e:
+                self.counters["malformed"] += 1
+                log.warning("event=bgp_path_ignored peer=%s reason=%r", peer, str(e))
+                held = table.pop((pid, svc), None)  # treat-as-withdraw
+                if held is not None:
+                    await self._emit(RouteWithdrawn(peer, held[0], held[1]))
+                continue
+            old = table.get((pid, svc))
+            if old is not None and old != (route.key, route.egress):
+                await self._emit(RouteWithdrawn(peer, old[0], old[1]))
+            table[(pid, svc)] = (route.key, route.egress)
+            self.counters["learned"] += 1
+            await self._emit(RouteLearned(peer, route))
+
+    # --- views -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "speaker": "exabgp",
+            "connected": self._writer is not None,
+            "peers_up": len(self.up),
+            "peers": len(self.bgp.neighbors),
+            **self.counters,
+        }
+
+    def routes(self) -> dict[str, Any]:
+        return {"advertised": [r.to_json() for r in self.desired.values()]}

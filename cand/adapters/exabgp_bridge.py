@@ -1,0 +1,40 @@
+"""The process ExaBGP runs: joins its stdin/stdout to cand's unix socket, line by line.
+
+    python -m cand.adapters.exabgp_bridge /path/to/api.sock
+
+ExaBGP writes events to our stdin and reads commands from our stdout; the cand speaker on the
+other end of the socket does the rest. Exits when either side closes, and ExaBGP restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+
+async def main(path: str) -> None:
+    reader, writer = await asyncio.open_unix_connection(path)
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+
+    async def events() -> None:  # ExaBGP -> cand
+        while line := await stdin.readline():
+            writer.write(line)
+            await writer.drain()
+
+    async def commands() -> None:  # cand -> ExaBGP
+        while line := await reader.readline():
+            sys.stdout.write(line.decode())
+            sys.stdout.flush()
+
+    _, pending = await asyncio.wait(
+        [asyncio.create_task(events()), asyncio.create_task(commands())],
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    for t in pending:
+        t.cancel()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
