@@ -79,13 +79,16 @@ def _fmt(v: Any) -> str:
 
 
 def save(name: str, data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    """Results go to bench/results/, or to $CAND_BENCH_RESULTS (the CI smoke runs use a
+    temporary directory so they never overwrite the figures of a real run)."""
+    out = Path(os.environ.get("CAND_BENCH_RESULTS", RESULTS))
+    out.mkdir(parents=True, exist_ok=True)
     data = {
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
         **data,
     }
-    path = RESULTS / f"{name}.json"
+    path = out / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path

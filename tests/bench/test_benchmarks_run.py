@@ -1,0 +1,45 @@
+"""Each benchmark runs once at a reduced size, only to prove it still runs (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cand.lab.netns import netns_available
+from tests.conftest import need
+
+ROOT = Path(__file__).parents[2]
+
+
+def run(tmp: Path, *args: str) -> dict[str, object]:
+    env = dict(os.environ, CAND_BENCH_RESULTS=str(tmp))
+    out = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    name = args[0].split(".")[-1]
+    return json.loads((tmp / f"{name}.json").read_text())
+
+
+def test_mqtt_ingest_runs(tmp_path: Path, broker_factory: object) -> None:
+    data = run(tmp_path, "bench.mqtt_ingest", "--messages", "300", "--rate", "500")
+    assert data["daemon_ms"]["n"] == 300  # type: ignore[index]
+
+
+@pytest.mark.netns
+def test_route_scale_runs(tmp_path: Path) -> None:
+    why = netns_available()
+    need(why is None, why or "")
+    data = run(tmp_path, "bench.route_scale", "--sizes", "5", "--instances", "2")
+    rows = data["rows"]
+    assert [r["paths"] for r in rows] == [10, 10]  # type: ignore[index, union-attr]
