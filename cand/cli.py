@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("lab", help="run containerlab topologies as network namespaces")
     lab.add_argument("action", choices=("up", "down", "exec", "list"))
-    lab.add_argument("args", nargs="*")
+    lab.add_argument("args", nargs=argparse.REMAINDER, help="PATH | NAME | NAME NODE [CMD...]")
     return p
 
 
@@ -92,8 +92,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "agent":
         return _agent(args)
     if cmd == "lab":
-        print("cand lab: not available yet (it comes with the Linux data plane)", file=sys.stderr)
-        return 2
+        from cand.lab.clab import main as lab_main
+
+        return lab_main(args.action, args.args)
     raise AssertionError(cmd)
 
 

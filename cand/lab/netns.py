@@ -97,9 +97,13 @@ class Topology:
                 p.kill()
                 p.wait(5)
         for ns in self.namespaces:
-            # processes we did not start directly (gobgpd children) die with a kill by netns
-            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            sh("ip", "netns", "del", ns, check=False)
+            remove_namespace(ns)
+
+
+def remove_namespace(ns: str) -> None:
+    """Kill what still runs in a namespace (children such as gobgpd included), then delete it."""
+    pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    sh("ip", "netns", "del", ns, check=False)
