@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cand.adapters.speaker_setup import SpeakerSetup, parse_options
 from cand.broker import Backoff
 from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
@@ -46,10 +47,7 @@ class ExabgpOptions:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> ExabgpOptions:
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"bgp.options: unknown options for exabgp: {sorted(unknown)}")
-        return cls(**raw)
+        return parse_options(cls, raw, "exabgp")
 
 
 def command(route: InstanceRoute, asn: int, locator_len: int) -> str:
@@ -77,16 +75,13 @@ def withdraw_command(key: InstanceKey, egress: RouterId) -> str:
 
 class ExabgpSpeaker:
     def __init__(self, config: Config, options: ExabgpOptions) -> None:
-        if config.bgp is None:
-            raise ValueError("bgp: the exabgp speaker needs a [bgp] table")
+        setup = SpeakerSetup.from_config(config, "exabgp")
         self.config = config
-        self.bgp = config.bgp
+        self.bgp = setup.bgp
         self.opts = options
-        self.asn = config.router.asn
-        self.egress = RouterId.parse(config.router.id)
-        self.locator_len = (
-            ipaddress.IPv6Network(config.router.locator).prefixlen if config.router.locator else 64
-        )
+        self.asn = setup.asn
+        self.egress = setup.router
+        self.locator_len = setup.locator_len
         self.desired: dict[InstanceKey, InstanceRoute] = {}
         self.received: dict[str, dict[tuple[int, ServiceId], tuple[InstanceKey, RouterId]]] = {}
         self.up: set[str] = set()

@@ -30,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from cand.adapters.speaker_setup import SpeakerSetup, parse_options
 from cand.broker import Backoff
 from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
@@ -60,10 +61,7 @@ class GobgpOptions:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> GobgpOptions:
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"bgp.options: unknown options for gobgp: {sorted(unknown)}")
-        return cls(**raw)
+        return parse_options(cls, raw, "gobgp")
 
 
 @dataclass
@@ -77,15 +75,12 @@ class _PeerView:
 
 class GobgpSpeaker:
     def __init__(self, config: Config, options: GobgpOptions) -> None:
-        if config.bgp is None:
-            raise ValueError("bgp: the gobgp speaker needs a [bgp] table")
+        setup = SpeakerSetup.from_config(config, "gobgp")
         self.config = config
-        self.bgp = config.bgp
+        self.bgp = setup.bgp
         self.opts = options
-        self.asn = config.router.asn
-        self.locator_len = (
-            ipaddress.IPv6Network(config.router.locator).prefixlen if config.router.locator else 64
-        )
+        self.asn = setup.asn
+        self.locator_len = setup.locator_len
         self.stub: Any = None
         self.proc: asyncio.subprocess.Process | None = None
         self.advertised: dict[InstanceKey, tuple[InstanceRoute, Any]] = {}

@@ -1,0 +1,42 @@
+"""What every speaker adapter takes from cand.toml, checked once in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cand.config import BgpConfig, Config
+from cand.model import RouterId
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SpeakerSetup:
+    bgp: BgpConfig
+    asn: int
+    router: RouterId
+    locator_len: int
+
+    @classmethod
+    def from_config(cls, config: Config, speaker: str) -> SpeakerSetup:
+        if config.bgp is None:
+            raise ValueError(f"bgp: the {speaker} speaker needs a [bgp] table")
+        loc = config.router.locator
+        return cls(
+            bgp=config.bgp,
+            asn=config.router.asn,
+            router=RouterId.parse(config.router.id),
+            locator_len=ipaddress.IPv6Network(loc).prefixlen if loc else 64,
+        )
+
+
+def parse_options(cls: type[T], raw: dict[str, Any], speaker: str) -> T:
+    """`[bgp.options]` into a speaker's options dataclass; an unknown key is named."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"bgp.options: unknown options for {speaker}: {sorted(unknown)}")
+    return cls(**raw)
