@@ -7,14 +7,13 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cand.lab.agent_driver import AgentProcess
-from cand.lab.netns import Topology, netns_available
+from cand.lab.netns import Topology
 from cand.lab.routers import (
     SERVICE,
     cand_toml,
@@ -26,21 +25,9 @@ from cand.lab.routers import (
 )
 from cand.model import InstanceState
 from cand.wire import bgp
-from tests.conftest import need
 
 pytestmark = pytest.mark.netns
 BINDING = "2001:db8:a::10"
-
-
-@pytest.fixture
-def topo() -> Iterator[Topology]:
-    why = netns_available()
-    need(why is None, why or "")
-    t = Topology()
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 def view(routes: list[dict[str, Any]]) -> tuple[tuple[str, int, str], ...]:

@@ -7,13 +7,11 @@ import ipaddress
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cand.lab.netns import Topology, netns_available
-from tests.conftest import need
+from cand.lab.netns import Topology
 
 pytestmark = pytest.mark.netns
 
@@ -49,17 +47,6 @@ import socket
 import sys
 c = socket.create_connection((sys.argv[1], 8080), timeout=5); print(c.recv(100).decode())
 """
-
-
-@pytest.fixture
-def topo() -> Iterator[Topology]:
-    why = netns_available()
-    need(why is None, why or "")
-    t = Topology()
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 def test_sid_delivers_over_srv6_and_reconcile_is_selective(topo: Topology, tmp_path: Path) -> None:
