@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 GROUPS = ("cand.speakers", "cand.dataplanes", "cand.policies", "cand.metric_sources")
 
@@ -23,3 +26,13 @@ def load(group: str, name: str) -> Any:
         known = ", ".join(sorted(eps)) or "none installed"
         raise PluginNotFound(f"{group}: no plugin named {name!r} (installed: {known})")
     return eps[name].load()
+
+
+def parse_options(cls: type[T], raw: dict[str, Any], table: str, plugin: str) -> T:
+    """A plugin's options table (`[bgp.options]`, `[dataplane.options]`) into its options
+    dataclass; an unknown key is named with the table it is in."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{table}: unknown options for {plugin}: {sorted(unknown)}")
+    return cls(**raw)

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cand.adapters.speaker_setup import SpeakerSetup, parse_options
+from cand.adapters.speaker_setup import SpeakerSetup
 from cand.broker import Backoff
 from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
 from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
+from cand.plugins import parse_options
 from cand.ports import Emit
 from cand.wire import bgp
 
@@ -47,7 +48,7 @@ class ExabgpOptions:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> ExabgpOptions:
-        return parse_options(cls, raw, "exabgp")
+        return parse_options(cls, raw, "bgp.options", "exabgp")
 
 
 def command(route: InstanceRoute, asn: int, locator_len: int) -> str:

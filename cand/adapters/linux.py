@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cand.adapters.speaker_setup import parse_options
 from cand.config import Config
 from cand.engine.effects import (
     Effect,
@@ -32,6 +31,7 @@ from cand.engine.effects import (
     RemoveService,
 )
 from cand.model import Binding, BindingId
+from cand.plugins import parse_options
 from cand.ports import Emit
 
 log = logging.getLogger("cand.linux")
@@ -75,7 +75,7 @@ class LinuxDataplane:
     @classmethod
     def from_config(cls, config: Config) -> LinuxDataplane:
         raw = dict(config.dataplane.options) if config.dataplane is not None else {}
-        return cls(parse_options(LinuxOptions, raw, "linux"))
+        return cls(parse_options(LinuxOptions, raw, "dataplane.options", "linux"))
 
     async def run(self, emit: Emit) -> None:
         while True:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from cand.config import BgpConfig, Config
 from cand.model import RouterId
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,12 +27,3 @@ class SpeakerSetup:
             router=RouterId.parse(config.router.id),
             locator_len=ipaddress.IPv6Network(loc).prefixlen if loc else 64,
         )
-
-
-def parse_options(cls: type[T], raw: dict[str, Any], speaker: str) -> T:
-    """`[bgp.options]` into a speaker's options dataclass; an unknown key is named."""
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"bgp.options: unknown options for {speaker}: {sorted(unknown)}")
-    return cls(**raw)

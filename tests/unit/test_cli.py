@@ -41,3 +41,13 @@ def test_console_script_is_installed() -> None:
         [sys.executable, "-m", "cand.cli", "version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("cand ")
+
+
+def test_plugin_options_name_their_table() -> None:
+    from cand.adapters.linux import LinuxOptions
+    from cand.plugins import parse_options
+
+    with pytest.raises(
+        ValueError, match=r"dataplane.options: unknown options for linux: \['prot'\]"
+    ):
+        parse_options(LinuxOptions, {"prot": 1}, "dataplane.options", "linux")

@@ -30,11 +30,12 @@ from typing import Any
 
 import grpc
 
-from cand.adapters.speaker_setup import SpeakerSetup, parse_options
+from cand.adapters.speaker_setup import SpeakerSetup
 from cand.broker import Backoff
 from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
 from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
+from cand.plugins import parse_options
 from cand.ports import Emit
 from cand.wire import bgp
 from cand_gobgp.api import attr_pb, pb, pb_grpc
@@ -61,7 +62,7 @@ class GobgpOptions:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> GobgpOptions:
-        return parse_options(cls, raw, "gobgp")
+        return parse_options(cls, raw, "bgp.options", "gobgp")
 
 
 @dataclass
