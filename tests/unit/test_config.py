@@ -96,4 +96,9 @@ def test_every_option_is_documented() -> None:
         config.LogConfig,
     ):
         missing += [f"{model.__name__}.{f}" for f in model.model_fields if f"`{f}`" not in doc]
+    from dataclasses import fields
+
+    from cand.adapters.linux import LinuxOptions
+
+    missing += [f"LinuxOptions.{f.name}" for f in fields(LinuxOptions) if f"`{f.name}`" not in doc]
     assert missing == []

@@ -1,0 +1,212 @@
+"""The nftables half of the Linux data plane, as text: pure functions, no I/O.
+
+cand owns one table (`ip6 cand` by default) and nothing outside it. Every transaction rewrites
+the table's base chains, its maps of SIDs and D-SIDs and its NAT rules, plus the chains of the
+services that changed, in one `nft -f` run, which the kernel applies atomically: a weight
+change is never half applied. The per-service affinity maps (3-tuple bindings learned from the
+packet path) are created once and never rewritten, so a reprogram keeps every binding.
+
+Per packet, in `prerouting` at the mangle priority:
+
+1. outer packets to one of this egress's SIDs get the SID's slot mark (the kernel's SRH receive
+   path then decapsulates them, and the mark routes the inner packet to its instance);
+2. packets that already carry a cand mark (decapsulated here) are left alone;
+3. packets of a flow that was steered (ct mark in cand's range) get that mark back: an
+   established flow follows its first choice whatever the weights are now;
+4. new flows to a steered D-SID jump to the service's chain, which picks an instance slot
+   (3-tuple: the client's earlier choice while its affinity lasts; else weighted, in the kernel
+   with `numgen random`) and records it in the conntrack entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cand.engine.service_table import DefaultAction
+from cand.model import FlowKeyKind, ServiceId
+
+AFFINITY_PROTOS = (("tcp", "meta l4proto tcp"), ("udp", "meta l4proto udp"),
+                   ("ip", "meta l4proto != { tcp, udp }"))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """cand's mark and table-id range: `base | n` for n in 1..65535, under `mask`."""
+
+    base: int = 0xCA000000
+    mask: int = 0xFFFF0000
+
+    def __post_init__(self) -> None:
+        if self.base & ~self.mask or self.base == 0:
+            raise ValueError("dataplane.options.mark_base: must be non-zero with its low 16 bits 0")
+
+    def owns(self, mark: int) -> bool:
+        return mark & self.mask == self.base and mark != self.base
+
+    @property
+    def match(self) -> str:
+        return f"and {self.mask:#x} == {self.base:#x}"
+
+
+@dataclass(frozen=True, slots=True)
+class SteeredSlot:
+    """One instance of a service as the kernel sees it: its slot mark and its share."""
+
+    mark: int
+    weight: int
+    live: bool  # may keep 3-tuple affinity (not down)
+
+
+@dataclass(frozen=True, slots=True)
+class SteeredService:
+    service: ServiceId
+    flow_key: FlowKeyKind
+    timeout: float
+    default: DefaultAction
+    slots: tuple[SteeredSlot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NatRule:
+    """ServiceNAT at the egress: flows marked for this instance go to its D-BID."""
+
+    mark: int
+    service: ipaddress.IPv6Address
+    binding: ipaddress.IPv6Address
+
+
+def hexname(addr: ServiceId | ipaddress.IPv6Address) -> str:
+    a = addr.address if isinstance(addr, ServiceId) else addr
+    return f"{int(a):032x}"
+
+
+def chain_name(service: ServiceId) -> str:
+    return f"svc_{hexname(service)}"
+
+
+def affinity_maps(service: ServiceId) -> list[str]:
+    return [f"aff_{hexname(service)}_{p}" for p, _ in AFFINITY_PROTOS]
+
+
+def _secs(t: float) -> str:
+    return f"{max(1, round(t))}s"
+
+
+def _hook(kind: str, hook: str, priority: str) -> str:
+    return f"type {kind} hook {hook} priority {priority}; policy accept;"
+
+
+def base(
+    table: str,
+    marks: Marks,
+    sids: dict[ipaddress.IPv6Address, int],
+    services: dict[ServiceId, str],
+    nat: Sequence[NatRule],
+    mss: int | None,
+) -> list[str]:
+    """The table's skeleton and shared state, rewritten whole in every transaction.
+
+    `services` maps each steered D-SID to the chain its new flows jump to."""
+    t = f"ip6 {table}"
+    m = marks.match
+    out = [
+        f"add table {t}",
+        f"add map {t} sids {{ type ipv6_addr : mark; }}",
+        f"add map {t} services {{ type ipv6_addr : verdict; }}",
+        f"add set {t} dsids {{ type ipv6_addr; }}",
+        f"add chain {t} prerouting {{ {_hook('filter', 'prerouting', 'mangle')} }}",
+        f"add chain {t} forward {{ {_hook('filter', 'forward', 'mangle')} }}",
+        f"add chain {t} servicenat {{ {_hook('nat', 'prerouting', 'dstnat')} }}",
+        f"flush chain {t} prerouting",
+        f"flush chain {t} forward",
+        f"flush chain {t} servicenat",
+        f"flush map {t} sids",
+        f"flush map {t} services",
+        f"flush set {t} dsids",
+        f"add rule {t} prerouting meta mark set ip6 daddr map @sids return",
+        f"add rule {t} prerouting meta mark {m} return",
+        f"add rule {t} prerouting ct mark {m} meta mark set ct mark return",
+        f"add rule {t} prerouting ct state new ip6 daddr vmap @services",
+    ]
+    if mss is not None:
+        for d in ("daddr", "saddr"):
+            out.append(
+                f"add rule {t} forward ip6 {d} @dsids tcp flags syn / syn,rst "
+                f"tcp option maxseg size > {mss} tcp option maxseg size set {mss}"
+            )
+    for r in nat:
+        match = f"meta mark {r.mark:#x} ip6 daddr {r.service}"
+        out.append(f"add rule {t} servicenat {match} dnat to {r.binding}")
+    if sids:
+        elems = ", ".join(f"{sid} : {mark:#x}" for sid, mark in sorted(sids.items()))
+        out.append(f"add element {t} sids {{ {elems} }}")
+    if services:
+        out += [f"add chain {t} {c}" for c in sorted(services.values())]
+        elems = ", ".join(f"{s} : jump {c}" for s, c in sorted(services.items()))
+        out.append(f"add element {t} services {{ {elems} }}")
+        out.append(f"add element {t} dsids {{ {', '.join(str(s) for s in sorted(services))} }}")
+    return out
+
+
+def service(table: str, svc: SteeredService) -> list[str]:
+    """One service's chain, rewritten in place (its affinity maps are only created)."""
+    t = f"ip6 {table}"
+    chain = chain_name(svc.service)
+    out = [f"add chain {t} {chain}", f"flush chain {t} {chain}"]
+    three = svc.flow_key is FlowKeyKind.THREE_TUPLE
+    live = [s.mark for s in svc.slots if s.live]
+    if three:
+        for (_, guard), name in zip(AFFINITY_PROTOS, affinity_maps(svc.service), strict=True):
+            out.append(
+                # no default timeout: each element carries its own, so a changed timeout
+                # needs no new map (and keeps the bindings already made)
+                f"add map {t} {name} {{ type ipv6_addr : mark; flags dynamic, timeout; }}"
+            )
+            if live:
+                # the client's earlier instance, if it is still one of this service's
+                out.append(
+                    f"add rule {t} {chain} {guard} meta mark set ip6 saddr map @{name} "
+                    f"meta mark {{ {', '.join(f'{m:#x}' for m in live)} }} ct mark set meta mark "
+                    f"update @{name} {{ ip6 saddr timeout {_secs(svc.timeout)} : meta mark }} "
+                    "return"
+                )
+    pick = weighted(svc.slots)
+    if pick is None:
+        out.append(
+            f"add rule {t} {chain} {'drop' if svc.default is DefaultAction.DROP else 'return'}"
+        )
+        return out
+    out.append(f"add rule {t} {chain} meta mark set {pick} ct mark set meta mark")
+    if three:
+        for (_, guard), name in zip(AFFINITY_PROTOS, affinity_maps(svc.service), strict=True):
+            out.append(
+                f"add rule {t} {chain} {guard} "
+                f"update @{name} {{ ip6 saddr timeout {_secs(svc.timeout)} : meta mark }}"
+            )
+    return out
+
+
+def weighted(slots: Iterable[SteeredSlot]) -> str | None:
+    """`numgen random mod TOTAL map { ranges }`: each slot gets a share of the range equal to
+    its weight. None when no slot takes new flows."""
+    ranges: list[str] = []
+    lo = 0
+    for s in slots:
+        if s.weight <= 0:
+            continue
+        hi = lo + s.weight - 1
+        ranges.append(f"{lo} : {s.mark:#x}" if hi == lo else f"{lo}-{hi} : {s.mark:#x}")
+        lo = hi + 1
+    if not ranges:
+        return None
+    return f"numgen random mod {lo} map {{ {', '.join(ranges)} }}"
+
+
+def remove_service(table: str, service: ServiceId, had_affinity: bool) -> list[str]:
+    t = f"ip6 {table}"
+    out = [f"flush chain {t} {chain_name(service)}", f"delete chain {t} {chain_name(service)}"]
+    if had_affinity:
+        out += [f"delete map {t} {name}" for name in affinity_maps(service)]
+    return out
