@@ -11,8 +11,9 @@ Per packet, in `prerouting` at the mangle priority:
 1. outer packets to one of this egress's SIDs get the SID's slot mark (the kernel's SRH receive
    path then decapsulates them, and the mark routes the inner packet to its instance);
 2. packets that already carry a cand mark (decapsulated here) are left alone;
-3. packets of a flow that was steered (ct mark in cand's range) get that mark back: an
-   established flow follows its first choice whatever the weights are now;
+3. packets of a flow that was steered (ct mark in cand's range), in the client-to-service
+   direction, get that mark back: an established flow follows its first choice whatever the
+   weights are now;
 4. new flows to a steered D-SID jump to the service's chain, which picks an instance slot
    (3-tuple: the client's earlier choice while its affinity lasts; else weighted, in the kernel
    with `numgen random`) and records it in the conntrack entry.
@@ -127,7 +128,8 @@ def base(
         f"flush set {t} dsids",
         f"add rule {t} prerouting meta mark set ip6 daddr map @sids return",
         f"add rule {t} prerouting meta mark {m} return",
-        f"add rule {t} prerouting ct mark {m} meta mark set ct mark return",
+        # the original direction only: replies are routed normally, not back to the instance
+        f"add rule {t} prerouting ct direction original ct mark {m} meta mark set ct mark return",
         f"add rule {t} prerouting ct state new ip6 daddr vmap @services",
     ]
     if mss is not None:

@@ -2,7 +2,9 @@
 
 What is read (containerlab's own keys): `name`; `topology.nodes.<node>` with `kind`, `exec`
 (commands run once the links are up) and `cmd` (the node's long-running program, started in
-the background); `topology.links[].endpoints` (`"node:ifname"` pairs) and an optional `mtu`.
+the background once every node's `exec` has run: containerlab starts it first, but a program
+that finds its addresses in place is simpler to write); `topology.links[].endpoints`
+(`"node:ifname"` pairs) and an optional `mtu`.
 Keys that only mean something to Docker (`image`, `binds`, `ports`, ...) are accepted and
 ignored. Each node is a namespace named `clab-<lab>-<node>`, as containerlab names containers;
 each link a veth pair with the interface names the file gives. Commands run with the lab's
@@ -117,6 +119,7 @@ def up(lab: Lab) -> dict[str, Any]:
         raise LabError(f"lab {lab.name} is already up (cand lab down {lab.name})")
     state: dict[str, Any] = {"name": lab.name, "folder": str(lab.folder), "netns": [], "pids": []}
     STATE_DIR.mkdir(parents=True, exist_ok=True)
+    env = lab_env(lab)
     try:
         for node_name in lab.nodes:
             ns = lab.netns(node_name)
@@ -131,26 +134,28 @@ def up(lab: Lab) -> dict[str, Any]:
             for n, i in ((na, ia), (nb, ib)):
                 _sh("ip", "netns", "exec", lab.netns(n), "ip", "link", "set", i, "up")
         for node in lab.nodes.values():
+            for c in node.exec:
+                r = subprocess.run(
+                    ["ip", "netns", "exec", lab.netns(node.name), "sh", "-c", c],
+                    cwd=lab.folder,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                if r.returncode != 0:
+                    raise LabError(f"{node.name}: `{c}` failed: {r.stderr.strip()[:300]}")
+        for node in lab.nodes.values():
             if node.cmd:
                 proc = subprocess.Popen(
                     ["ip", "netns", "exec", lab.netns(node.name), "sh", "-c", node.cmd],
                     cwd=lab.folder,
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,
                 )
                 state["pids"].append(proc.pid)
-        for node in lab.nodes.values():
-            for c in node.exec:
-                r = subprocess.run(
-                    ["ip", "netns", "exec", lab.netns(node.name), "sh", "-c", c],
-                    cwd=lab.folder,
-                    capture_output=True,
-                    text=True,
-                )
-                if r.returncode != 0:
-                    raise LabError(f"{node.name}: `{c}` failed: {r.stderr.strip()[:300]}")
     except (subprocess.CalledProcessError, LabError, OSError) as e:
         _teardown(state)
         if isinstance(e, subprocess.CalledProcessError):
@@ -158,6 +163,20 @@ def up(lab: Lab) -> dict[str, Any]:
         raise
     _state_file(lab.name).write_text(json.dumps(state, indent=2))
     return state
+
+
+def lab_env(lab: Lab) -> dict[str, str]:
+    """What node commands get besides the usual environment: the Python that runs cand (so a
+    lab works from a virtualenv) and a run directory of the lab's own."""
+    return {
+        **os.environ,
+        "CAND_LAB_PYTHON": sys.executable,
+        "CAND_LAB_RUN": str(run_dir(lab.name)),
+    }
+
+
+def run_dir(name: str) -> Path:
+    return Path(os.environ.get("CAND_LAB_RUN_BASE", "/run/cand")) / name
 
 
 def _teardown(state: dict[str, Any]) -> None:
