@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
+from cand.lab import dataplane_driver
 from cand.lab.netns import Topology
 
 pytestmark = pytest.mark.netns
 
-DRIVER = str(Path(__file__).with_name("dataplane_driver.py"))
+DRIVER = str(Path(dataplane_driver.__file__))
 VIP, NAT = "2001:db8:5::1", "2001:db8:5::2"
 S1, S2 = "2001:db8:a::10", "2001:db8:b::10"
 INGRESS, EGRESS = "fc00:1e::1", "fc00:1e::3"
