@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cand.api")
 
-COMMANDS = ("status", "routes", "services", "bindings", "rib")
+COMMANDS = ("status", "routes", "services", "bindings", "rib", "stop", "restart")
 MAX_REQUEST = 4096
 
 
@@ -38,6 +38,8 @@ class ApiServer:
             "services": self._services,
             "bindings": self._bindings,
             "rib": self._rib,
+            "stop": self._stop,
+            "restart": self._restart,
         }
 
     async def serve(self) -> None:
@@ -76,6 +78,18 @@ class ApiServer:
         if handler is None:
             return {"ok": False, "error": f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}"}
         return {"ok": True, "data": await handler()}
+
+    async def _stop(self) -> Any:
+        from cand.ports import StopMode
+
+        self.daemon.request_stop(StopMode.STOP)
+        return {"stopping": "stop"}
+
+    async def _restart(self) -> Any:
+        from cand.ports import StopMode
+
+        self.daemon.request_stop(StopMode.RESTART)
+        return {"stopping": "restart"}
 
     async def _status(self) -> Any:
         return self.daemon.status()

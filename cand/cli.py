@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -19,14 +20,45 @@ from cand.plugins import PluginNotFound
 SHOW = ("status", "routes", "services", "bindings")
 DEFAULT_SOCKET = Path("/run/cand/cand.sock")
 
+RUN_EPILOG = """\
+how cand ends, as peers and flows see it:
+  SIGTERM, SIGINT, `cand stop`
+      stop: the metric sources stop, every path is withdrawn and cand waits until the peers
+      have the withdrawals, then the speaker (gobgpd, ExaBGP) is stopped. Ingresses stop
+      sending new flows here at once; established flows keep going (the kernel state stays).
+      A second signal stops at once, like kill -9.
+  SIGUSR1, `cand restart`
+      restart in place (same pid, new code): nothing is withdrawn; gobgpd keeps its sessions
+      and the new cand adopts its paths and the kernel state; ExaBGP is ended without a
+      NOTIFICATION, so peers keep its paths under graceful restart. No flow moves.
+  kill -9
+      nothing is withdrawn; gobgpd (its own session) keeps running and is adopted by the next
+      cand; ExaBGP loses its process and is ended by the next cand; peers keep the paths
+      under graceful restart. Established flows keep going.
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cand", description="compute-aware anycast daemon")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon")
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=RUN_EPILOG,
+    )
     run.add_argument("-c", "--config", required=True, type=Path)
     run.add_argument("--plan", action="store_true", help="validate and print the plan, then exit")
+
+    for name, what in (
+        ("stop", "stop the daemon: withdraw every path first (like SIGTERM)"),
+        ("restart", "restart the daemon in place: nothing withdrawn, no flow moved (SIGUSR1)"),
+    ):
+        s = sub.add_parser(name, help=what)
+        where = s.add_mutually_exclusive_group()
+        where.add_argument("-s", "--socket", type=Path, help="the daemon's API socket")
+        where.add_argument("-c", "--config", type=Path, help="take the socket from this config")
 
     val = sub.add_parser("validate", help="check a config file and exit (0 = OK)")
     val.add_argument("file", type=Path)
@@ -89,6 +121,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if cmd in SHOW:
         return _show(args)
+    if cmd in ("stop", "restart"):
+        return _control(args)
     if cmd == "agent":
         return _agent(args)
     if cmd == "lab":
@@ -108,18 +142,65 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     log.configure(cfg.log.level, cfg.log.format)
     from cand.daemon import Daemon
+    from cand.ports import StopMode
 
-    async def _main() -> None:
+    async def _main() -> StopMode:
         daemon = Daemon(cfg, build_adapters(cfg))
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await daemon.run()
 
-    asyncio.run(_main())
+        def on_signal(mode: StopMode) -> None:
+            if daemon.stop_mode is not None:
+                task.cancel()  # asked twice: stop now
+            daemon.request_stop(mode)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, StopMode.STOP)
+        loop.add_signal_handler(signal.SIGUSR1, on_signal, StopMode.RESTART)
+        try:
+            return await daemon.run()
+        except asyncio.CancelledError:
+            return StopMode.STOP
+
+    mode = asyncio.run(_main())
+    if mode is StopMode.RESTART:
+        # Same pid, fresh interpreter: the new daemon adopts gobgpd and the kernel state.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, sys.orig_argv)
+    return 0
+
+
+def _control(args: argparse.Namespace) -> int:
+    from cand.api import ApiError, request
+
+    sock = args.socket
+    if sock is None:
+        sock = configmod.load(args.config).api.socket if args.config else DEFAULT_SOCKET
+
+    async def _main() -> None:
+        before = await request(sock, "status")
+        await request(sock, args.command)
+        if args.command == "stop":
+            return
+        # the same daemon comes back after its re-exec: wait until it answers again
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(ApiError):
+                now = await request(sock, "status")
+                if now["uptime"] < before["uptime"]:
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise ApiError(f"the daemon did not come back on {sock} within 30 s")
+
+    try:
+        asyncio.run(_main())
+    except ApiError as e:
+        print(f"cand: {e}", file=sys.stderr)
+        return 1
+    print(f"cand: {args.command}: done")
     return 0
 
 

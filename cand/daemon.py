@@ -1,9 +1,9 @@
 """The daemon: adapters in one TaskGroup around one event queue and one engine.
 
-One consumer takes events off the queue, feeds the engine and hands the effects to the
-adapters, so the engine never needs a lock (GoBGP's single management loop, in asyncio).
-Events that arrive together are handled together and their effects coalesced: a burst of
-120k route events programs each service once, not 120k times.
+One consumer takes events off the queue, feeds the engine and hands the effects to one lane
+per adapter, so the engine never needs a lock (GoBGP's single management loop, in asyncio)
+and never waits for an adapter. Events that arrive together are handled together and their
+effects coalesced: a burst of 120k route events programs each service once, not 120k times.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +23,12 @@ from cand.engine import (
     Effect,
     Engine,
     Event,
-    ProgramService,
-    RemoveService,
     Tick,
     Withdraw,
 )
+from cand.lane import Lane, coalesce
 from cand.model import RouterId
-from cand.ports import Dataplane, MetricSource, Speaker
+from cand.ports import AdapterError, Dataplane, MetricSource, Speaker, StopMode
 
 log = logging.getLogger("cand.daemon")
 
@@ -60,33 +59,72 @@ class Daemon:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.started = time.time()
         self.ready = asyncio.Event()
-        self.counters = {"effects": 0, "batches": 0, "adapter_errors": 0}
+        self.counters = {"effects": 0, "batches": 0, "adapter_errors": 0, "adapter_bugs": 0}
         self.listeners: list[Callable[[Sequence[Event], Sequence[Effect]], None]] = []
+        self.lanes: dict[str, Lane] = {}
+        if adapters.dataplane is not None:
+            self.lanes["dataplane"] = Lane("dataplane", adapters.dataplane.apply, self)
+        if adapters.speaker is not None:
+            self.lanes["speaker"] = Lane("speaker", _speaker_apply(adapters.speaker), self)
+        self.stop_mode: StopMode | None = None
+        self._stop = asyncio.Event()
 
     async def emit(self, event: Event) -> None:
         await self.queue.put(event)
 
-    async def run(self) -> None:
+    def request_stop(self, mode: StopMode) -> None:
+        """Begin an orderly stop (the first request wins)."""
+        if self.stop_mode is None:
+            self.stop_mode = mode
+            log.info("event=stop_requested mode=%s", mode.value)
+        self._stop.set()
+
+    async def run(self) -> StopMode:
+        """Run until `request_stop`, then stop in order: the metric sources first (nothing new
+        comes in), then the engine, then the speaker while its session still runs (so a STOP's
+        withdrawals reach the peers), and only then everything else. Returns how it stopped."""
         from cand.api import ApiServer
 
         api = ApiServer(self, self.config.api.socket)
+        speaker = self.adapters.speaker
+        stopped = False
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._consume(), name="engine")
+                sources = [
+                    tg.create_task(s.run(self.emit), name=f"metric-source-{i}")
+                    for i, s in enumerate(self.adapters.sources)
+                ]
+                engine = tg.create_task(self._consume(), name="engine")
                 tg.create_task(api.serve(), name="api")
                 if self.config.prometheus.listen:
                     from cand.metrics import serve as serve_metrics
 
                     tg.create_task(serve_metrics(self, self.config.prometheus.listen), name="prom")
-                for i, source in enumerate(self.adapters.sources):
-                    tg.create_task(source.run(self.emit), name=f"metric-source-{i}")
-                if self.adapters.speaker is not None:
-                    tg.create_task(self.adapters.speaker.run(self.emit), name="speaker")
+                for name, lane in self.lanes.items():
+                    tg.create_task(lane.run(), name=f"lane-{name}")
+                if speaker is not None:
+                    tg.create_task(speaker.run(self.emit), name="speaker")
                 if self.adapters.dataplane is not None:
                     tg.create_task(self.adapters.dataplane.run(self.emit), name="dataplane")
+                await self._stop.wait()
+                mode = self.stop_mode or StopMode.STOP
+                await _cancel(sources)
+                await _cancel([engine])
+                if "speaker" in self.lanes and mode is StopMode.STOP:
+                    await _bounded(self.lanes["speaker"].idle(), 5.0, "speaker_queue")
+                if speaker is not None:
+                    await _bounded(speaker.stop(mode), STOP_TIMEOUT, "speaker_stop")
+                stopped = True
+                raise _Stopped
+        except* _Stopped:
+            pass
         finally:
-            if self.adapters.speaker is not None:
-                await _shielded(self.adapters.speaker.shutdown())
+            if speaker is not None and not stopped:
+                # a crash, or a cancel from outside: like kill -9 for the peers (nothing
+                # withdrawn), but no child of ours is left behind
+                await _bounded(speaker.stop(StopMode.RESTART), STOP_TIMEOUT, "speaker_stop")
+        log.info("event=stopped mode=%s", (self.stop_mode or StopMode.STOP).value)
+        return self.stop_mode or StopMode.STOP
 
     async def _consume(self) -> None:
         now = self.clock()
@@ -113,32 +151,29 @@ class Daemon:
             await self._apply(effects, batch)
 
     async def _apply(self, effects: list[Effect], batch: Sequence[Event]) -> None:
+        """Hand the effects to each adapter's lane and return at once: a slow gobgpd delays
+        its own lane, never MQTT ingestion or the data plane."""
         effects = coalesce(effects)
         self.counters["batches"] += 1
         self.counters["effects"] += len(effects)
-        speaker, dataplane = self.adapters.speaker, self.adapters.dataplane
-        adverts = [e.route for e in effects if isinstance(e, Advertise)]
-        withdrawals = [e.key for e in effects if isinstance(e, Withdraw)]
+        routing = [e for e in effects if isinstance(e, Advertise | Withdraw)]
         packet = [e for e in effects if not isinstance(e, Advertise | Withdraw)]
         # Data plane first: a withdrawn local instance must stop taking flows here too.
-        if dataplane is not None and packet:
-            await self._guard("dataplane", dataplane.apply(packet))
-        if speaker is not None:
-            if withdrawals:
-                await self._guard("speaker", speaker.withdraw(withdrawals))
-            if adverts:
-                await self._guard("speaker", speaker.advertise(adverts))
+        if packet and "dataplane" in self.lanes:
+            self.lanes["dataplane"].put(packet)
+        if routing and "speaker" in self.lanes:
+            self.lanes["speaker"].put(routing)
         for listener in self.listeners:
             listener(batch, effects)
 
-    async def _guard(self, what: str, call: Any) -> None:
-        """An adapter failing one operation is logged and counted; the daemon goes on, and
-        the adapter's own reconciliation repairs the difference."""
-        try:
-            await call
-        except (OSError, RuntimeError, ValueError) as e:
+    def adapter_failed(self, lane: str, error: BaseException, bug: bool) -> None:
+        """An adapter failed one operation: counted and logged; the lane goes on."""
+        if bug:
+            self.counters["adapter_bugs"] += 1
+            log.error("event=adapter_bug adapter=%s error=%r", lane, error, exc_info=error)
+        else:
             self.counters["adapter_errors"] += 1
-            log.error("event=adapter_error adapter=%s error=%r", what, e)
+            log.error("event=adapter_error adapter=%s error=%r", lane, error)
 
     def status(self) -> dict[str, Any]:
         a = self.adapters
@@ -153,38 +188,44 @@ class Daemon:
             "engine": dict(self.engine.counters),
             "daemon": dict(self.counters),
             "queue": self.queue.qsize(),
+            "lanes": {n: lane.status() for n, lane in self.lanes.items()},
             "metric_sources": [s.status() for s in a.sources],
             "speaker": a.speaker.status() if a.speaker is not None else None,
             "dataplane": a.dataplane.status() if a.dataplane is not None else None,
         }
 
 
-def coalesce(effects: list[Effect]) -> list[Effect]:
-    """Keep only the last effect per D-SID (program/remove) and per instance (advertise/
-    withdraw), each at the place of its last mention, so a batch never replays history and
-    an advertise followed by a withdraw of the same instance ends withdrawn."""
-    last: dict[object, int] = {}
-    for i, e in enumerate(effects):
-        k = _subject(e)
-        if k is not None:
-            last[k] = i
-    return [e for i, e in enumerate(effects) if (k := _subject(e)) is None or last[k] == i]
+class _Stopped(Exception):
+    """Leaves the TaskGroup after an orderly stop, cancelling what still runs."""
 
 
-def _subject(e: Effect) -> object | None:
-    if isinstance(e, ProgramService):
-        return ("svc", e.entry.service)
-    if isinstance(e, RemoveService):
-        return ("svc", e.service)
-    if isinstance(e, Advertise):
-        return ("path", e.route.key)
-    if isinstance(e, Withdraw):
-        return ("path", e.key)
-    return None
+STOP_TIMEOUT = 15.0
 
 
-async def _shielded(coro: Any) -> None:
+async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+async def _bounded(coro: Any, timeout: float, what: str) -> None:
+    """A stop step that may not hang the stop: it gets `timeout` seconds."""
     try:
-        await asyncio.wait_for(asyncio.shield(coro), 5.0)
-    except (TimeoutError, OSError, RuntimeError) as e:
-        log.warning("event=shutdown_incomplete error=%r", e)
+        await asyncio.wait_for(asyncio.shield(coro), timeout)
+    except TimeoutError:
+        log.warning("event=stop_incomplete step=%s timeout=%gs", what, timeout)
+    except AdapterError as e:
+        log.warning("event=stop_incomplete step=%s error=%r", what, e)
+
+
+def _speaker_apply(speaker: Speaker) -> Callable[[list[Effect]], Awaitable[None]]:
+    async def apply(effects: list[Effect]) -> None:
+        withdrawals = [e.key for e in effects if isinstance(e, Withdraw)]
+        adverts = [e.route for e in effects if isinstance(e, Advertise)]
+        if withdrawals:
+            await speaker.withdraw(withdrawals)
+        if adverts:
+            await speaker.advertise(adverts)
+
+    return apply

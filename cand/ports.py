@@ -7,6 +7,7 @@ engine. A new speaker or data plane is one new module that satisfies one of thes
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -15,6 +16,24 @@ from cand.engine.events import Event
 from cand.model import Binding, InstanceKey, InstanceRoute
 
 Emit = Callable[[Event], Awaitable[None]]
+
+
+class AdapterError(Exception):
+    """One operation of an adapter failed (a speaker RPC, a kernel batch): the daemon logs and
+    counts it and goes on, and the adapter's own reconciliation repairs the difference. Any
+    other exception out of an adapter is a bug, and is reported as one."""
+
+
+class StopMode(enum.Enum):
+    """How the daemon ends, as far as peers and flows can tell."""
+
+    STOP = "stop"
+    """Withdraw every path and wait until the peers have the withdrawals, then end the speaker:
+    ingresses stop sending new flows here at once (SIGTERM, SIGINT, `cand stop`)."""
+    RESTART = "restart"
+    """Withdraw nothing: gobgpd keeps its sessions and the next cand adopts its paths; ExaBGP
+    is ended without a NOTIFICATION, so peers keep its paths under graceful restart
+    (`cand restart`, SIGUSR1)."""
 
 
 class MetricSource(Protocol):
@@ -34,8 +53,8 @@ class Speaker(Protocol):
 
     async def withdraw(self, keys: Sequence[InstanceKey]) -> None: ...
 
-    async def shutdown(self) -> None:
-        """Clean stop: withdraw everything (graceful shutdown) before the session closes."""
+    async def stop(self, mode: StopMode) -> None:
+        """Called while `run` still runs, before it is cancelled; see `StopMode`."""
         ...
 
     def status(self) -> dict[str, Any]: ...

@@ -7,7 +7,12 @@ value]` made by `cand.wire.bgp`, byte for byte what the GoBGP speaker sends. Rec
 are read from the raw message bytes ExaBGP reports (`receive { packets; update; }`): its parsed
 JSON for a route with a Prefix-SID SRv6 TLV is not valid JSON, and one codec is better anyway.
 
-If ExaBGP dies it is started again and every path cand wants is announced again.
+If ExaBGP dies it is started again and every path cand wants is announced again. Stopping:
+STOP withdraws every path, waits until ExaBGP has acknowledged the withdrawals and had a
+moment to send them, then ends it with SIGTERM (it sends a Cease); RESTART ends it with
+SIGKILL, so no NOTIFICATION goes out and the peers keep its paths under graceful restart
+until the next cand announces them again. The work directory is cand's: a temporary one is
+removed, in a configured one the files cand wrote are.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,8 @@ from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
 from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
 from cand.plugins import parse_options
-from cand.ports import Emit
+from cand.ports import Emit, StopMode
+from cand.speaker.child import Child, ChildError
 from cand.wire import bgp
 
 log = logging.getLogger("cand.exabgp")
@@ -92,10 +99,15 @@ class ExabgpSpeaker:
             "learned": 0,
             "malformed": 0,
             "restarts": 0,
+            "command_errors": 0,
         }
         self._writer: asyncio.StreamWriter | None = None
         self._emit: Emit | None = None
-        self.proc: asyncio.subprocess.Process | None = None
+        self.child: Child | None = None
+        self._stopping = False
+        self._sent = 0  # commands written to ExaBGP since it connected
+        self._acked = 0  # "done"/"error" answers to them
+        self._answered = asyncio.Event()
 
     @classmethod
     def from_config(cls, config: Config) -> ExabgpSpeaker:
@@ -106,32 +118,59 @@ class ExabgpSpeaker:
 
     async def run(self, emit: Emit) -> None:
         self._emit = emit
+        temporary = not self.opts.workdir
         workdir = Path(self.opts.workdir or tempfile.mkdtemp(prefix="cand-exabgp-"))
         workdir.mkdir(parents=True, exist_ok=True)
-        sock = workdir / "api.sock"
+        sock, conf = workdir / "api.sock", workdir / "exabgp.conf"
+        child = Child(
+            name="exabgp",
+            argv=[self._binary(), str(conf)],
+            log_path=workdir / "exabgp.out",
+            pid_path=workdir / "exabgp.pid",
+            marker=str(conf),
+            env=self._env(workdir),
+        )
+        stale = child.left_running()
+        if stale is not None:
+            # an earlier cand was killed and left its ExaBGP without a process: useless now
+            child.adopt(stale)
+            await child.kill()
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
         server = await asyncio.start_unix_server(self._bridge, path=str(sock))
-        conf = workdir / "exabgp.conf"
         conf.write_text(self.render(sock))
         backoff = Backoff(first=0.5, cap=10.0)
-        async with server:
-            while True:
-                self.proc = await asyncio.create_subprocess_exec(
-                    self._binary(),
-                    str(conf),
-                    env=self._env(workdir),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )
-                rc = await self.proc.wait()
-                self.counters["restarts"] += 1
-                log.error("event=exabgp_died rc=%s", rc)
-                for peer in sorted(self.up):
-                    await emit(PeerDown(peer, float(self.bgp.graceful_restart)))
-                self.up.clear()
-                await asyncio.sleep(backoff.delay())
+        self.child = child
+        try:
+            async with server:
+                while not self.stopping():
+                    try:
+                        await child.start()
+                    except ChildError as e:
+                        log.error("event=exabgp_start_failed error=%s", e)
+                    else:
+                        rc = await child.wait()
+                        if self.stopping():
+                            break
+                        self.counters["restarts"] += 1
+                        log.error("event=exabgp_died rc=%s log=%s", rc, child.log_path)
+                    for peer in sorted(self.up):
+                        await emit(PeerDown(peer, float(self.bgp.graceful_restart)))
+                    self.up.clear()
+                    await asyncio.sleep(backoff.delay())
+                await asyncio.Event().wait()  # stopped: wait to be cancelled
+        finally:
+            # never outlive cand: an ExaBGP whose cand is gone has nobody to talk to
+            await asyncio.shield(child.kill())
+            for f in (sock, conf, child.pid_path):
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+            if temporary:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def stopping(self) -> bool:
+        """`stop` was called (a method, so that a wait in between reads it anew)."""
+        return self._stopping
 
     def _binary(self) -> str:
         if self.opts.binary:
@@ -149,7 +188,7 @@ class ExabgpSpeaker:
                 "exabgp_daemon_user": "root" if os.geteuid() == 0 else os.environ.get("USER", ""),
                 "exabgp_daemon_drop": "false",
                 "exabgp_log_destination": str(workdir / "exabgp.log"),
-                "exabgp_api_ack": "false",
+                "exabgp_api_ack": "true",
             }
         )
         return env
@@ -181,25 +220,42 @@ class ExabgpSpeaker:
             )
         return "\n".join(out)
 
-    async def shutdown(self) -> None:
+    async def stop(self, mode: StopMode) -> None:
+        """STOP: withdraw every path, wait for ExaBGP's acknowledgements and a moment for the
+        UPDATEs to leave, then SIGTERM. RESTART: SIGKILL, no NOTIFICATION, peers keep the
+        paths under graceful restart."""
+        self._stopping = True
+        if self.child is None:
+            return
+        if mode is StopMode.RESTART:
+            await self.child.kill()
+            return
         if self._writer is not None:
             for key in list(self.desired):
                 self._send(withdraw_command(key, self.egress))
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()
-            await asyncio.sleep(0.5)
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
+            await self._acknowledged(timeout=3.0)
+            await asyncio.sleep(0.3)  # ExaBGP sends on its next reactor turn
+        await self.child.stop()
+
+    async def _acknowledged(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._acked < self._sent and self._writer is not None:
+            self._answered.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("event=exabgp_ack_missing sent=%d acked=%d", self._sent, self._acked)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), left)
 
     # --- the bridge connection -------------------------------------------------------------
 
     async def _bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """ExaBGP (re)started and its process connected: send everything we want announced."""
         self._writer = writer
+        self._sent = self._acked = 0
         log.info("event=exabgp_connected paths=%d", len(self.desired))
         for route in self.desired.values():
             self._send(command(route, self.asn, self.locator_len))
@@ -218,6 +274,7 @@ class ExabgpSpeaker:
             raise ValueError("exabgp: a command may not contain a line break")
         if self._writer is not None:
             self._writer.write(line.encode() + b"\n")
+            self._sent += 1
 
     async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
         for r in routes:
@@ -242,8 +299,14 @@ class ExabgpSpeaker:
     async def _event(self, line: bytes) -> None:
         assert self._emit is not None
         text = line.strip()
+        if text in (b"done", b"error"):
+            self._acked += 1
+            self._answered.set()
+            if text == b"error":
+                self.counters["command_errors"] += 1
+            return
         if not text.startswith(b"{"):
-            return  # acknowledgements ("done") and anything else that is not an event
+            return  # anything else that is not an event
         try:
             ev = json.loads(text)
         except ValueError:

@@ -290,15 +290,18 @@ def test_cand_crash_keeps_routes_and_restart_adopts_them(topo: Topology, tmp_pat
         await wait_api(isock)
         agent = AgentProcess(topo, e, port, SERVICE, BINDING)
         await follow(isock, STEPS[:1], agent)
+        esock = tmp_path / "e.sock"
+        before = (await request(esock, "status"))["speaker"]["gobgpd_pid"]
         egress_cand.kill()
         egress_cand.wait(5)
         await watch(2.0)
         start_cand(topo, e, econf, tmp_path, "e2")  # same config, log e2.log
-        esock = tmp_path / "e.sock"
         await wait_api(esock)
         await watch(3.0)
         st = await request(esock, "status")
-        assert st["speaker"]["managed"] is False  # attached to the gobgpd that kept running
+        # The new cand adopted the gobgpd that kept running (found by its pid file) as its own.
+        assert st["speaker"]["managed"] is True
+        assert st["speaker"]["gobgpd_pid"] == before
         await asyncio.to_thread(agent.say, "report cpu=0.5")
         await follow(isock, [("report cpu=0.5", (("up", 500, BINDING),))], agent)
 

@@ -1,6 +1,6 @@
-from cand.daemon import coalesce
 from cand.engine import Advertise, ProgramService, RemoveService, Withdraw
 from cand.engine.service_table import ServiceEntry, ServiceSpec
+from cand.lane import coalesce
 from tests.helpers import SVC, SVC2, key, route
 
 

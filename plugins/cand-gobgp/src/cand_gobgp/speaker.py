@@ -11,7 +11,11 @@ ADD-PATH alternative and its withdrawal visible; reading bytes lets one codec de
 
 gobgpd is started and supervised here (`manage = true`, default), or attached to when it
 already runs on the socket: then its paths are adopted, and those cand does not confirm
-within `adopt_grace` seconds are withdrawn.
+within `adopt_grace` seconds are withdrawn. A gobgpd that an earlier cand started (found by
+its pid file) is adopted as cand's own: a later stop ends it.
+
+Stopping (`stop`): STOP withdraws every path and waits until no peer's adj-RIB-out holds one
+of them any more, then ends gobgpd; RESTART leaves gobgpd and its sessions as they are.
 """
 
 from __future__ import annotations
@@ -20,9 +24,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import shutil
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,8 @@ from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
 from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
 from cand.plugins import parse_options
-from cand.ports import Emit
+from cand.ports import Emit, StopMode
+from cand.speaker.child import Child, ChildError
 from cand.wire import bgp
 from cand_gobgp.api import attr_pb, pb, pb_grpc
 
@@ -57,6 +60,8 @@ class GobgpOptions:
     binary: str = "gobgpd"
     manage: bool = True
     log_level: str = "warn"
+    log_file: str = ""
+    """gobgpd's own log; empty: beside the socket, `<socket>.log`."""
     adopt_grace: float = 30.0
     sync_quiet: float = 1.0
 
@@ -83,7 +88,7 @@ class GobgpSpeaker:
         self.asn = setup.asn
         self.locator_len = setup.locator_len
         self.stub: Any = None
-        self.proc: asyncio.subprocess.Process | None = None
+        self.child: Child | None = None
         self.advertised: dict[InstanceKey, tuple[InstanceRoute, Any]] = {}
         self.adopted: dict[InstanceKey, Any] = {}
         self.peers: dict[str, _PeerView] = {}
@@ -98,7 +103,7 @@ class GobgpSpeaker:
         self._resync: set[str] = set()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
-        self._closed = False
+        self._stopping = False
 
     @classmethod
     def from_config(cls, config: Config) -> GobgpSpeaker:
@@ -122,41 +127,56 @@ class GobgpSpeaker:
                 tg.create_task(self._reconcile_loop(emit), name="gobgp-read")
                 if self.adopted:
                     tg.create_task(self._expire_adopted(), name="gobgp-adopt")
-                if self.proc is not None:
+                if self.child is not None:
                     tg.create_task(self._supervise(), name="gobgp-supervise")
         finally:
-            self._closed = True
             await channel.close()
 
     async def _ensure_gobgpd(self) -> bool:
         """True when a new gobgpd was started (to be configured); False when one was running."""
+        child = self._child()
         if await self._alive():
             log.info("event=gobgp_attach socket=%s", self.opts.socket)
+            pid = child.left_running() if self.opts.manage else None
+            if pid is not None:
+                child.adopt(pid)  # an earlier cand started it: it is ours to stop
+                self.child = child
             return False
         if not self.opts.manage:
             raise RuntimeError(f"gobgp: nothing answers on {self.opts.socket} and manage=false")
-        binary = shutil.which(self.opts.binary)
-        if binary is None:
-            raise RuntimeError(f"gobgp: {self.opts.binary} not found (apt-get install gobgpd)")
         sock = Path(self.opts.socket)
         sock.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()  # gobgpd does not remove a stale socket itself
-        self.proc = await asyncio.create_subprocess_exec(
-            binary,
-            "--api-hosts",
-            f"unix://{self.opts.socket}",
-            "-l",
-            self.opts.log_level,
-            "--pprof-disable",
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,  # a crash of cand leaves gobgpd (and the routes) up
+        try:
+            await child.start(self._alive, timeout=5.0)
+        except ChildError as e:
+            raise RuntimeError(str(e)) from None
+        self.child = child
+        return True
+
+    def _child(self) -> Child:
+        binary = shutil.which(self.opts.binary)
+        if binary is None:
+            raise RuntimeError(f"gobgp: {self.opts.binary} not found (apt-get install gobgpd)")
+        sock = self.opts.socket
+        return Child(
+            name="gobgpd",
+            argv=[
+                binary,
+                "--api-hosts",
+                f"unix://{sock}",
+                "-l",
+                self.opts.log_level,
+                "--pprof-disable",
+            ],
+            log_path=Path(self.opts.log_file or f"{sock}.log"),
+            pid_path=Path(f"{sock}.pid"),
+            marker=f"unix://{sock}",
+            # its own session: a crash of cand, or ^C in cand's terminal, leaves gobgpd (and
+            # the routes) up for the next cand to adopt
+            new_session=True,
         )
-        for _ in range(100):
-            if await self._alive():
-                return True
-            await asyncio.sleep(0.05)
-        raise RuntimeError("gobgp: gobgpd did not come up")
 
     async def _alive(self) -> bool:
         try:
@@ -255,8 +275,10 @@ class GobgpSpeaker:
         keeps their copies meanwhile)."""
         backoff = Backoff(first=0.5, cap=10.0)
         while True:
-            assert self.proc is not None
-            rc = await self.proc.wait()
+            assert self.child is not None
+            rc = await self.child.wait()
+            if self._stopping:
+                return
             log.error("event=gobgp_died rc=%s", rc)
             await asyncio.sleep(backoff.delay())
             await self._ensure_gobgpd()
@@ -265,21 +287,52 @@ class GobgpSpeaker:
             self.advertised.clear()
             await self.advertise(routes)
 
-    async def shutdown(self) -> None:
-        """Graceful shutdown: withdraw every path, give the updates a moment, stop gobgpd."""
-        if self.stub is not None and self.advertised and not self._closed:
-            await self.withdraw(list(self.advertised))
-            await asyncio.sleep(0.5)
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        with contextlib.suppress(FileNotFoundError):
-            if self.proc is not None:
-                os.unlink(self.opts.socket)
+    async def stop(self, mode: StopMode) -> None:
+        """STOP: withdraw every path, wait until the peers have the withdrawals, end gobgpd.
+        RESTART: leave gobgpd, its sessions and its paths to the next cand."""
+        self._stopping = True
+        if mode is StopMode.RESTART:
+            log.info("event=gobgp_left_running pid=%s", self.child.pid if self.child else None)
+            return
+        if self.stub is not None and self._ready.is_set():
+            keys = list(self.advertised) + list(self.adopted)
+            if keys:
+                before = await self._sent()
+                await self.withdraw(keys)
+                await self._flushed(before, timeout=5.0)
+        if self.child is not None:
+            await self.child.stop()
+            with contextlib.suppress(FileNotFoundError):
+                Path(self.opts.socket).unlink()
+
+    async def _sent(self) -> dict[str, tuple[int, int]]:
+        """Per established peer: UPDATEs gobgpd has written to the session, and its output
+        queue."""
+        out: dict[str, tuple[int, int]] = {}
+        try:
+            async for r in self.stub.ListPeer(pb.ListPeerRequest(), timeout=1.0):
+                st = r.peer.state
+                if st.session_state == ESTABLISHED:
+                    out[st.neighbor_address] = (st.messages.sent.update, st.queues.output)
+        except grpc.aio.AioRpcError as e:
+            log.warning("event=gobgp_list_peer_failed code=%s", e.code())
+        return out
+
+    async def _flushed(self, before: dict[str, tuple[int, int]], timeout: float) -> None:
+        """Until every peer that was established has been sent at least one more UPDATE (the
+        withdrawals) and its output queue is empty: then the peers have them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            now = await self._sent()
+            if all(
+                addr not in now or (now[addr][0] > sent and now[addr][1] == 0)
+                for addr, (sent, _) in before.items()
+            ):
+                log.info("event=gobgp_withdrawals_flushed peers=%d", len(before))
+                return
+            await asyncio.sleep(0.02)
+        log.warning("event=gobgp_flush_incomplete timeout=%gs", timeout)
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -325,6 +378,8 @@ class GobgpSpeaker:
                 self.counters["withdrawn"] += 1
 
     async def _rpc(self, call: Any) -> bool:
+        """One gRPC call; a failure is logged and counted, and the periodic state (desired
+        paths kept here) lets the restarted gobgpd get everything again."""
         try:
             await call
             return True
@@ -471,7 +526,8 @@ class GobgpSpeaker:
         return {
             "speaker": "gobgp",
             "socket": self.opts.socket,
-            "managed": self.proc is not None,
+            "managed": self.child is not None,
+            "gobgpd_pid": self.child.pid if self.child is not None else None,
             "peers_established": sum(v.established for v in self.peers.values()),
             "peers": len(self.peers),
             **self.counters,
