@@ -52,10 +52,14 @@ class ExabgpOptions:
     binary: str = ""
     workdir: str = ""
     local_address: str = ""
+    eor_defer: float = 5.0
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> ExabgpOptions:
-        return parse_options(cls, raw, "bgp.options", "exabgp")
+        opts = parse_options(cls, raw, "bgp.options", "exabgp")
+        if not 0 <= opts.eor_defer <= 600:
+            raise ValueError("bgp.options.eor_defer: between 0 and 600 seconds")
+        return opts
 
 
 def command(route: InstanceRoute, asn: int, locator_len: int) -> str:
@@ -108,6 +112,11 @@ class ExabgpSpeaker:
         self._sent = 0  # commands written to ExaBGP since it connected
         self._acked = 0  # "done"/"error" answers to them
         self._answered = asyncio.Event()
+        # End-of-RIB is ours to send (manual-eor): a peer that gets it drops the stale
+        # graceful-restart paths we did not announce again, so it waits `eor_defer` after
+        # ExaBGP starts, time for the instances' reports to come back after a restart
+        self._eor_after = 0.0
+        self._eor_due: set[str] = set()
 
     @classmethod
     def from_config(cls, config: Config) -> ExabgpSpeaker:
@@ -145,6 +154,7 @@ class ExabgpSpeaker:
             async with server:
                 while not self.stopping():
                     try:
+                        self._eor_after = time.monotonic() + self.opts.eor_defer
                         await child.start()
                     except ChildError as e:
                         log.error("event=exabgp_start_failed error=%s", e)
@@ -191,6 +201,11 @@ class ExabgpSpeaker:
                 "exabgp_api_ack": "true",
             }
         )
+        if self.bgp.listen_port:
+            # ExaBGP only connects unless told where to listen: two ExaBGP routers would
+            # then never meet, each closing the other's connection attempts.
+            env["exabgp_tcp_bind"] = self.opts.local_address or str(self.config.router.id)
+            env["exabgp_tcp_port"] = str(self.bgp.listen_port)
         return env
 
     def render(self, sock: Path) -> str:
@@ -212,6 +227,7 @@ class ExabgpSpeaker:
                 f"    hold-time {n.hold_time};\n"
                 + (f"    md5-password '{n.password}';\n" if n.password else "")
                 + ("    passive true;\n" if n.passive else "")
+                + "    manual-eor true;\n"
                 + f"    family {{ {fam} }}\n"
                 f"    capability {{ add-path send/receive; {gr} }}\n"
                 "    api { processes [ cand ]; receive { packets; update; } "
@@ -260,7 +276,15 @@ class ExabgpSpeaker:
         for route in self.desired.values():
             self._send(command(route, self.asn, self.locator_len))
         try:
-            while line := await reader.readline():
+            while True:
+                wait = self._eor_after - time.monotonic() if self._eor_due else None
+                try:
+                    line = await asyncio.wait_for(reader.readline(), wait)
+                except TimeoutError:
+                    await self._end_of_rib()
+                    continue
+                if not line:
+                    break
                 await self._event(line)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -268,6 +292,18 @@ class ExabgpSpeaker:
             if self._writer is writer:
                 self._writer = None
             writer.close()
+
+    async def _end_of_rib(self) -> None:
+        """Send End-of-RIB to every peer that came up, once the deferral is over."""
+        if time.monotonic() < self._eor_after:
+            return
+        for peer in sorted(self._eor_due & self.up):
+            afi = "ipv6" if ":" in peer else "ipv4"
+            self._send(f"neighbor {peer} announce eor {afi} unicast")
+        self._eor_due.clear()
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
 
     def _send(self, line: str) -> None:
         if "\n" in line or "\r" in line:
@@ -327,7 +363,9 @@ class ExabgpSpeaker:
         assert self._emit is not None
         if state == "up":
             self.up.add(peer)
+            self._eor_due.add(peer)
             log.info("event=exabgp_peer_up peer=%s", peer)
+            await self._end_of_rib()
         elif state in ("down", "connected") and peer in self.up:
             self.up.discard(peer)
             log.warning("event=exabgp_peer_down peer=%s", peer)

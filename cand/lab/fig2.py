@@ -124,6 +124,20 @@ class Fig2:
         while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
             time.sleep(0.05)
 
+    async def restart_cand(self, router: str, timeout: float = 30.0) -> None:
+        """`cand restart` on one router: the daemon re-executes in place; returns once the new
+        one answers (its uptime started again)."""
+        before = (await self.api(router, "status"))["uptime"]
+        await self.api(router, "restart")
+        deadline = time.monotonic() + timeout
+        while True:
+            await asyncio.sleep(0.1)
+            with contextlib.suppress(ApiError):
+                if (await self.api(router, "status"))["uptime"] < before:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{router}: cand did not come back (log: {self.run})")
+
     def start_cand(self, router: str) -> None:
         conf, log = self.run / f"{router}.toml", self.run / f"{router}.log"
         run = f'exec "$CAND_LAB_PYTHON" -m cand.cli run -c {conf} >>{log} 2>&1'

@@ -8,6 +8,7 @@ the instance kill runs last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from cand.lab.fig2 import APP, INSTANCES, WEB, Fig2
+from cand.api import ApiError
+from cand.lab.fig2 import APP, INSTANCES, ROUTERS, WEB, Fig2
 from cand.lab.netns import netns_available
 from tests.conftest import need
 
@@ -145,6 +147,51 @@ def test_ingress_restart_breaks_no_connection(lab: Fig2) -> None:
     status = asyncio.run(lab.api("dr1", "status"))
     assert status["dataplane"]["adopted"] > 0  # the new daemon took over the old state
     assert None not in served(lab, "c1", WEB, 4)
+
+
+def test_restart_under_load_moves_no_flow_and_withdraws_nothing(lab: Fig2) -> None:
+    restart_under_load(lab)
+
+
+def restart_under_load(lab: Fig2) -> None:
+    """`cand restart` of the egress behind web-3/app-3, then of the ingress, while clients
+    hold connections: dr1 keeps every instance in its tables all along, gobgpd is the same
+    process afterwards, and no connection breaks or moves."""
+    keep = lab.load("c1", [WEB, APP], rate=0, keep=3, duration=12, every=0.2)
+    time.sleep(1.5)
+    gobgpd = {r: asyncio.run(lab.api(r, "status"))["speaker"].get("gobgpd_pid") for r in ROUTERS}
+    tables: list[dict[str, set[str]]] = []
+
+    async def restarts() -> None:
+        async def watch() -> None:
+            while True:
+                w = await lab.weights("dr1")
+                tables.append({s: set(b) for s, b in w.items()})
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await lab.restart_cand("dr3")
+            await asyncio.sleep(2.0)
+            await lab.restart_cand("dr1")
+            await asyncio.sleep(2.0)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ApiError):
+                await watcher
+
+    asyncio.run(restarts())
+    got = rows(keep)
+    assert got and [r for r in got if r["served_by"] is None] == []
+    conns = {r["conn"] for r in got}
+    assert len(conns) == 6  # not one connection was reopened
+    for c in conns:
+        assert len({r["served_by"] for r in got if r["conn"] == c}) == 1
+    everyone = {WEB: {D_BID["web-2"], D_BID["web-3"]}, APP: {D_BID["app-2"], D_BID["app-3"]}}
+    assert tables and all(t == everyone for t in tables), [t for t in tables if t != everyone][:3]
+    if lab.speaker == "gobgp":
+        after = {r: asyncio.run(lab.api(r, "status"))["speaker"].get("gobgpd_pid") for r in ROUTERS}
+        assert after == gobgpd and None not in after.values()
 
 
 def test_killed_instance_stops_getting_new_flows(lab: Fig2) -> None:

@@ -11,6 +11,7 @@ import pytest
 from cand.lab.fig2 import APP, WEB, Fig2
 from cand.lab.netns import netns_available
 from tests.conftest import need
+from tests.lab.test_fig2 import restart_under_load
 
 pytestmark = pytest.mark.netns
 
@@ -29,5 +30,8 @@ def test_lab_with_exabgp_steers_both_services() -> None:
         assert None not in app and len(app) == 1, app  # 3-tuple: one instance for c2
         status = asyncio.run(lab.api("dr1", "status"))
         assert status["speaker"]["speaker"] == "exabgp"
+        # a restart kills ExaBGP (no NOTIFICATION): FRR keeps the paths as graceful-restart
+        # stale ones until the new cand announces them again and sends End-of-RIB
+        restart_under_load(lab)
     finally:
         lab.down()
