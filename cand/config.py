@@ -207,9 +207,13 @@ class ServiceConfig(_Model):
     @classmethod
     def _sid(cls, v: str) -> str:
         try:
-            return str(ServiceId.parse(v))
+            sid = ServiceId.parse(v)
         except ModelError as e:
             raise ValueError(str(e)) from None
+        if sid.address.version != 6:
+            # the SRv6 data plane and the BGP encoding (AFI 2, IPv6 next hop) carry IPv6 D-SIDs
+            raise ValueError(f"{v}: an IPv4 D-SID is not supported, D-SIDs are IPv6 addresses")
+        return str(sid)
 
 
 class ServiceDefaults(_Model):
@@ -265,6 +269,11 @@ class Config(_Model):
             seen[s.sid] = i
         if "egress" in self.router.roles and self.router.locator is None:
             raise ValueError("router.locator: an egress needs an SRv6 locator for its instances")
+        if self.egress and self.bgp is not None and ":" not in self.router.id:
+            raise ValueError(
+                f"router.id: {self.router.id} is IPv4, but an egress is the BGP next hop of its"
+                " IPv6 D-SIDs' paths: it needs an IPv6 address"
+            )
         return self
 
     @property

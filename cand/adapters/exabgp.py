@@ -40,7 +40,7 @@ from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
 from cand.plugins import parse_options
 from cand.ports import Emit, StopMode
 from cand.speaker.child import Child, ChildError
-from cand.wire import bgp
+from cand.wire import bgp, bgp_update
 
 log = logging.getLogger("cand.exabgp")
 
@@ -97,6 +97,7 @@ class ExabgpSpeaker:
         self.desired: dict[InstanceKey, InstanceRoute] = {}
         self.received: dict[str, dict[tuple[int, ServiceId], tuple[InstanceKey, RouterId]]] = {}
         self.up: set[str] = set()
+        self.rejected: dict[str, int] = {}  # malformed received paths, by reason
         self.counters = {
             "advertised": 0,
             "withdrawn": 0,
@@ -146,7 +147,8 @@ class ExabgpSpeaker:
             await child.kill()
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
-        server = await asyncio.start_unix_server(self._bridge, path=str(sock))
+        # an UPDATE of 64 KiB (RFC 8654) is 128 KiB of hex in one JSON line
+        server = await asyncio.start_unix_server(self._bridge, path=str(sock), limit=1 << 20)
         conf.write_text(self.render(sock))
         backoff = Backoff(first=0.5, cap=10.0)
         self.child = child
@@ -345,18 +347,17 @@ class ExabgpSpeaker:
             return  # anything else that is not an event
         try:
             ev = json.loads(text)
-        except ValueError:
+            kind, peer, neighbor = _event_parts(ev)
+            if kind == "update" and neighbor.get("direction", "receive") == "receive":
+                msg = neighbor.get("message", {})
+                raw = bytes.fromhex(str(msg.get("header", ""))[2:] + str(msg.get("body", ""))[2:])
+        except (ValueError, TypeError, RecursionError):
             self.counters["malformed"] += 1
             log.warning("event=exabgp_bad_json line=%r", text[:200])
             return
-        kind = ev.get("type")
-        neighbor = ev.get("neighbor", {})
-        peer = neighbor.get("address", {}).get("peer", "")
         if kind == "state":
-            await self._state(peer, neighbor.get("state", ""))
+            await self._state(peer, str(neighbor.get("state", "")))
         elif kind == "update" and neighbor.get("direction", "receive") == "receive":
-            msg = neighbor.get("message", {})
-            raw = bytes.fromhex(msg.get("header", "")[2:] + msg.get("body", "")[2:])
             await self._update(peer, raw)
 
     async def _state(self, peer: str, state: str) -> None:
@@ -372,17 +373,20 @@ class ExabgpSpeaker:
             await self._emit(PeerDown(peer, float(self.bgp.graceful_restart)))
 
     async def _update(self, peer: str, raw: bytes) -> None:
+        """One received UPDATE into RouteLearned/RouteWithdrawn against this peer's paths;
+        anything malformed is counted by reason and treated as withdrawn (RFC 7606)."""
         assert self._emit is not None
         table = self.received.setdefault(peer, {})
         try:
-            upd = bgp.decode_update(raw, addpath=True)
-        except (bgp.CodecError, IndexError, ValueError) as e:
-            self.counters["malformed"] += 1
-            log.warning("event=bgp_update_ignored peer=%s reason=%r", peer, str(e))
+            upd = bgp_update.decode_update(raw, addpath=True)
+        except bgp.CodecError as e:
+            self._reject(peer, e.reason, str(e))
             return
-        if not upd.announced and not upd.withdrawn:
-            await self._emit(PeerSynced(peer))  # End-of-RIB
+        if upd.end_of_rib:
+            await self._emit(PeerSynced(peer))
             return
+        if upd.error is not None:
+            self._reject(peer, upd.error, "malformed attributes: treated as withdrawn")
         for pid, svc in upd.withdrawn:
             held = table.pop((pid, svc), None)
             if held is not None:
@@ -391,8 +395,7 @@ class ExabgpSpeaker:
             try:
                 route = bgp.decode_route(svc, egress, upd.attributes, self.asn)
             except bgp.CodecError as e:
-                self.counters["malformed"] += 1
-                log.warning("event=bgp_path_ignored peer=%s reason=%r", peer, str(e))
+                self._reject(peer, e.reason, str(e))
                 held = table.pop((pid, svc), None)  # treat-as-withdraw
                 if held is not None:
                     await self._emit(RouteWithdrawn(peer, held[0], held[1]))
@@ -404,6 +407,11 @@ class ExabgpSpeaker:
             self.counters["learned"] += 1
             await self._emit(RouteLearned(peer, route))
 
+    def _reject(self, peer: str, reason: str, why: str) -> None:
+        self.counters["malformed"] += 1
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        log.warning("event=bgp_path_ignored peer=%s reason=%s detail=%r", peer, reason, why[:200])
+
     # --- views -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -413,7 +421,20 @@ class ExabgpSpeaker:
             "peers_up": len(self.up),
             "peers": len(self.bgp.neighbors),
             **self.counters,
+            "rejected": dict(self.rejected),
         }
 
     def routes(self) -> dict[str, Any]:
         return {"advertised": [r.to_json() for r in self.desired.values()]}
+
+
+def _event_parts(ev: Any) -> tuple[str, str, dict[str, Any]]:
+    """(type, peer address, neighbor object) of one ExaBGP JSON event; TypeError if the
+    event does not have that shape."""
+    if not isinstance(ev, dict) or not isinstance(ev.get("neighbor", {}), dict):
+        raise TypeError("not an ExaBGP event object")
+    neighbor: dict[str, Any] = ev.get("neighbor", {})
+    address = neighbor.get("address", {})
+    if not isinstance(address, dict) or not isinstance(neighbor.get("message", {}), dict):
+        raise TypeError("not an ExaBGP neighbor object")
+    return str(ev.get("type", "")), str(address.get("peer", "")), neighbor

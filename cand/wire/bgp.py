@@ -94,7 +94,12 @@ _STATES = {InstanceState.UP: 0, InstanceState.DRAINING: 1}
 
 
 class CodecError(ValueError):
-    """Bytes that are not a valid Dyncast route: the path is treated as withdrawn."""
+    """Bytes that are not a valid Dyncast route: the path is treated as withdrawn. `reason`
+    is a short word to count it by (`cand status`, Prometheus)."""
+
+    def __init__(self, message: str, reason: str = "dyncast") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +210,10 @@ def encode_attributes(route: InstanceRoute, asn: int, locator_len: int = 64) -> 
 
 
 def mp_reach(route: InstanceRoute, addpath: bool = True) -> Attribute:
-    """MP_REACH_NLRI (IPv6 unicast) with the egress as next hop; IPv4 D-SIDs use NEXT_HOP."""
+    """MP_REACH_NLRI (IPv6 unicast) with the egress as next hop. Anything else would need an
+    encoding cand does not write (RFC 8950 next hops, IPv4-mapped ones): refused."""
+    if route.service.address.version != 6 or route.egress.address.version != 6:
+        raise CodecError(f"{route.key}: only an IPv6 D-SID with an IPv6 egress can be encoded")
     nlri = (struct.pack("!I", path_id(route.key)) if addpath else b"") + host_prefix(route.service)
     nh = route.egress.packed
     value = struct.pack("!HBB", 2, 1, len(nh)) + nh + b"\x00" + nlri
@@ -220,36 +228,6 @@ def check_flags(attrs: Iterable[Attribute]) -> None:
 
 
 # --- decoding --------------------------------------------------------------------------------
-
-
-def parse_attributes(blob: bytes) -> dict[int, Attribute]:
-    """A path-attribute block into {type: Attribute}; a duplicate or truncated one is an error."""
-    out: dict[int, Attribute] = {}
-    i = 0
-    while i < len(blob):
-        if i + 3 > len(blob):
-            raise CodecError("truncated attribute header")
-        flags, typ = blob[i], blob[i + 1]
-        if flags & EXTENDED:
-            if i + 4 > len(blob):
-                raise CodecError("truncated attribute header")
-            (length,) = struct.unpack_from("!H", blob, i + 2)
-            i += 4
-        else:
-            length = blob[i + 2]
-            i += 3
-        if i + length > len(blob):
-            raise CodecError(f"attribute {typ}: length {length} runs past the end")
-        if typ in out:
-            raise CodecError(f"attribute {typ} appears twice")
-        out[typ] = Attribute(flags & ~EXTENDED, typ, blob[i : i + length])
-        i += length
-    return out
-
-
-def parse_one(raw: bytes) -> Attribute:
-    (attr,) = parse_attributes(raw).values()
-    return attr
 
 
 def decode_prefix_sid(value: bytes) -> tuple[ipaddress.IPv6Address, int, bytes | None]:
@@ -427,62 +405,3 @@ def decode_route(
         return InstanceRoute(InstanceKey(service, binding), egress, sid, metrics, state, seq)
     except ModelError as e:
         raise CodecError(str(e)) from None
-
-
-# --- whole UPDATE messages (for captures and tests) ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    announced: list[tuple[int, ServiceId, RouterId]]
-    withdrawn: list[tuple[int, ServiceId]]
-    attributes: dict[int, Attribute]
-
-
-def _nlri(blob: bytes, addpath: bool, afi: int) -> list[tuple[int, ServiceId]]:
-    out = []
-    i = 0
-    size = 16 if afi == 2 else 4
-    while i < len(blob):
-        pid = 0
-        if addpath:
-            (pid,) = struct.unpack_from("!I", blob, i)
-            i += 4
-        plen = blob[i]
-        n = (plen + 7) // 8
-        raw = blob[i + 1 : i + 1 + n].ljust(size, b"\x00")
-        i += 1 + n
-        addr = ipaddress.IPv6Address(raw) if afi == 2 else ipaddress.IPv4Address(raw)
-        try:
-            out.append((pid, ServiceId(addr)))
-        except ModelError as e:
-            raise CodecError(str(e)) from None
-    return out
-
-
-def decode_update(msg: bytes, addpath: bool = True) -> Update:
-    """A whole BGP UPDATE (marker included) into announced/withdrawn D-SIDs and attributes."""
-    if len(msg) < 23 or msg[:16] != b"\xff" * 16 or msg[18] != 2:
-        raise CodecError("not a BGP UPDATE")
-    (wlen,) = struct.unpack_from("!H", msg, 19)
-    (alen,) = struct.unpack_from("!H", msg, 21 + wlen)
-    attrs = parse_attributes(msg[23 + wlen : 23 + wlen + alen])
-    announced: list[tuple[int, ServiceId, RouterId]] = []
-    withdrawn = _nlri(msg[21 : 21 + wlen], addpath, 1)
-    tail = msg[23 + wlen + alen :]
-    nh4 = attrs.get(NEXT_HOP)
-    for pid, svc in _nlri(tail, addpath, 1):
-        if nh4 is None:
-            raise CodecError("IPv4 NLRI without NEXT_HOP")
-        announced.append((pid, svc, RouterId(ipaddress.IPv4Address(nh4.value))))
-    mp = attrs.get(MP_REACH_NLRI)
-    if mp is not None:
-        afi, _safi, nhlen = struct.unpack_from("!HBB", mp.value, 0)
-        nh = RouterId(ipaddress.ip_address(mp.value[4 : 4 + (16 if afi == 2 else 4)]))
-        for pid, svc in _nlri(mp.value[5 + nhlen :], addpath, afi):
-            announced.append((pid, svc, nh))
-    mpu = attrs.get(MP_UNREACH_NLRI)
-    if mpu is not None:
-        (afi,) = struct.unpack_from("!H", mpu.value, 0)
-        withdrawn += _nlri(mpu.value[3:], addpath, afi)
-    return Update(announced, withdrawn, attrs)

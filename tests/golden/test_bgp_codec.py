@@ -17,7 +17,7 @@ from cand.model import (
     RouterId,
     ServiceId,
 )
-from cand.wire import bgp
+from cand.wire import bgp, bgp_update
 
 ROUTE = InstanceRoute(
     key=InstanceKey(ServiceId.parse("2001:db8:5::1"), BindingId.parse("2001:db8:a::10")),
@@ -81,7 +81,7 @@ def test_whole_attribute_block_is_golden() -> None:
         "c02825" + bgp.prefix_sid(ROUTE.sid, ROUTE.binding, 48).hex()  # type: ignore[arg-type]
     )
     # fmt: on
-    parsed = bgp.parse_attributes(blob)
+    parsed = bgp_update.parse_attributes(blob)
     assert bgp.decode_route(ROUTE.service, ROUTE.egress, parsed, 65000) == ROUTE
 
 
@@ -105,7 +105,7 @@ def test_mp_reach_with_addpath_and_update_decoding() -> None:
     body = b"".join(a.to_bytes() for a in attrs)
     msg = b"\xff" * 16 + struct.pack("!HB", 23 + len(body), 2) + b"\x00\x00"
     msg += struct.pack("!H", len(body)) + body
-    upd = bgp.decode_update(msg)
+    upd = bgp_update.decode_update(msg)
     assert upd.announced == [(bgp.path_id(ROUTE.key), ROUTE.service, ROUTE.egress)]
     assert bgp.decode_route(ROUTE.service, ROUTE.egress, upd.attributes, 65000) == ROUTE
 
@@ -175,4 +175,4 @@ def test_round_trip_and_garbage(cpu, cap, seq, state, garbage) -> None:  # type:
     attrs = {a.type: a for a in bgp.encode_attributes(r, 4200000000)}
     assert bgp.decode_route(r.service, r.egress, attrs, 4200000000) == r
     with contextlib.suppress(bgp.CodecError):
-        bgp.decode_route(r.service, r.egress, bgp.parse_attributes(garbage), 1)
+        bgp.decode_route(r.service, r.egress, bgp_update.parse_attributes(garbage), 1)

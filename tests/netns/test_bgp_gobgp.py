@@ -24,7 +24,7 @@ from cand.lab.routers import (
     wait_api,
 )
 from cand.model import InstanceState
-from cand.wire import bgp
+from cand.wire import bgp, bgp_update
 
 pytestmark = pytest.mark.netns
 BINDING = "2001:db8:a::10"
@@ -78,7 +78,7 @@ def capture(topo: Topology, ns: str, ifname: str, path: Path) -> subprocess.Pope
     return p
 
 
-def updates_from_pcap(path: Path) -> list[bgp.Update]:
+def updates_from_pcap(path: Path) -> list[bgp_update.Update]:
     from scapy.all import TCP, IPv6, rdpcap
 
     streams: dict[tuple[str, int, str, int], dict[int, bytes]] = {}
@@ -95,13 +95,13 @@ def updates_from_pcap(path: Path) -> list[bgp.Update]:
             length = int.from_bytes(data[i + 16 : i + 18], "big")
             msg = data[i : i + length]
             if 19 <= length <= 65535 and len(msg) == length and msg[18] == 2:
-                out.append(bgp.decode_update(msg, addpath=True))  # bad bytes fail the test
+                out.append(bgp_update.decode_update(msg, addpath=True))  # bad bytes fail the test
             nxt = data.find(marker, i + max(length, 19)) if length >= 19 else -1
             i = nxt if nxt >= 0 else data.find(marker, i + 16)
     return out
 
 
-def check_wire(updates: list[bgp.Update], sock_routes_seen: list[Any]) -> None:
+def check_wire(updates: list[bgp_update.Update], sock_routes_seen: list[Any]) -> None:
     routes = []
     for u in updates:
         for _pid, svc, egress in u.announced:
@@ -127,7 +127,7 @@ def instance_lifecycle(
     i_ifname: str,
     e_speaker: str = "gobgp",
     i_speaker: str = "gobgp",
-) -> list[bgp.Update]:
+) -> list[bgp_update.Update]:
     """Egress and ingress cand on their namespaces; the instance goes up, changes load,
     drains and exits; the ingress shows each step in order, and the captured UPDATEs decode
     to the same routes."""
@@ -154,7 +154,7 @@ def instance_lifecycle(
     return updates
 
 
-def owned_attributes(updates: list[bgp.Update]) -> list[dict[int, bytes]]:
+def owned_attributes(updates: list[bgp_update.Update]) -> list[dict[int, bytes]]:
     """What cand puts in every announcement, as sent: D-BID, metrics, Prefix-SID; the
     sequence-number words (codes 11, 12: wall-clock based) are blanked for comparison."""
     out = []

@@ -17,7 +17,7 @@ from cand.api import request
 from cand.lab.agent_driver import AgentProcess
 from cand.lab.netns import Topology
 from cand.lab.routers import SERVICE, cand_toml, received, start_cand, start_mosquitto, wait_api
-from cand.wire import bgp
+from cand.wire import bgp_update
 from tests.netns.test_bgp_gobgp import BINDING, STEPS, capture, follow, view
 
 pytestmark = pytest.mark.netns
@@ -64,7 +64,7 @@ def sent_by(pcap: Path, src: str) -> list[list[Sent]]:
             msg = data[i : i + length]
             kind = {1: "open", 2: "update", 3: "notification", 4: "keepalive"}.get(msg[18], "?")
             if kind == "update":
-                u = bgp.decode_update(msg, addpath=True)
+                u = bgp_update.decode_update(msg, addpath=True)
                 msgs.append(Sent(kind, len(u.withdrawn), len(u.announced)))
             else:
                 msgs.append(Sent(kind))

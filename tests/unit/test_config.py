@@ -49,6 +49,8 @@ def test_example_is_valid_and_maps_to_engine_config() -> None:
             "already services[0]",
         ),
         (lambda d: d["router"].pop("locator"), "router.locator", "needs an SRv6 locator"),
+        (lambda d: d["services"][0].update(sid="10.0.0.1"), "services[0].sid", "IPv4 D-SID"),
+        (lambda d: d["router"].update(id="10.9.9.9"), "router.id", "needs an IPv6 address"),
     ],
 )
 def test_errors_name_the_field(edit: Any, field: str, reason: str) -> None:

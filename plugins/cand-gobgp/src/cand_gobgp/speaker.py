@@ -40,7 +40,7 @@ from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
 from cand.plugins import parse_options
 from cand.ports import Emit, StopMode
 from cand.speaker.child import Child, ChildError
-from cand.wire import bgp
+from cand.wire import bgp, bgp_update
 from cand_gobgp.api import attr_pb, pb, pb_grpc
 
 log = logging.getLogger("cand.gobgp")
@@ -92,6 +92,7 @@ class GobgpSpeaker:
         self.advertised: dict[InstanceKey, tuple[InstanceRoute, Any]] = {}
         self.adopted: dict[InstanceKey, Any] = {}
         self.peers: dict[str, _PeerView] = {}
+        self.rejected: dict[str, int] = {}  # malformed received paths, by reason
         self.counters = {
             "advertised": 0,
             "withdrawn": 0,
@@ -352,11 +353,6 @@ class GobgpSpeaker:
     async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
         await self._ready.wait()
         for route in routes:
-            if route.service.version != 6:
-                log.warning(
-                    "event=gobgp_skip reason=ipv4-d-sid-needs-ipv4-next-hop key=%s", route.key
-                )
-                continue
             path = self._path(route)
             # desired state first: if gobgpd is down, the restarted one gets it from here
             self.advertised[route.key] = (route, path)
@@ -478,8 +474,15 @@ class GobgpSpeaker:
                         try:
                             route = self._decode(p, p.nlri_binary)
                         except bgp.CodecError as e:
+                            # treat-as-withdraw: not in `seen`, so a path held before goes
                             self.counters["malformed"] += 1
-                            log.warning("event=bgp_path_ignored peer=%s reason=%r", peer, str(e))
+                            self.rejected[e.reason] = self.rejected.get(e.reason, 0) + 1
+                            log.warning(
+                                "event=bgp_path_ignored peer=%s reason=%s detail=%r",
+                                peer,
+                                e.reason,
+                                str(e)[:200],
+                            )
                             continue
                         seen[(route.key, route.egress)] = route
             except grpc.aio.AioRpcError as e:
@@ -503,22 +506,8 @@ class GobgpSpeaker:
                 await emit(RouteLearned(peer, route))
 
     def _decode(self, p: Any, nlri: bytes) -> InstanceRoute:
-        attrs: dict[int, bgp.Attribute] = {}
-        for raw in p.pattrs_binary:
-            a = bgp.parse_one(raw)
-            attrs[a.type] = a
-        if not nlri:
-            raise bgp.CodecError("no NLRI bytes")
-        service = _service_from_nlri(nlri, p.family.afi == pb.Family.AFI_IP6)
-        mp = attrs.get(bgp.MP_REACH_NLRI)
-        if mp is not None:
-            nh_len = mp.value[3]
-            egress = RouterId(ipaddress.ip_address(mp.value[4 : 4 + min(nh_len, 16)]))
-        elif bgp.NEXT_HOP in attrs:
-            egress = RouterId(ipaddress.IPv4Address(attrs[bgp.NEXT_HOP].value))
-        else:
-            raise bgp.CodecError("no next hop")
-        return bgp.decode_route(service, egress, attrs, self.asn)
+        afi = bgp_update.AFI_IP6 if p.family.afi == pb.Family.AFI_IP6 else bgp_update.AFI_IP
+        return bgp_update.decode_path(nlri, list(p.pattrs_binary), afi, self.asn)
 
     # --- views -----------------------------------------------------------------------------
 
@@ -531,22 +520,11 @@ class GobgpSpeaker:
             "peers_established": sum(v.established for v in self.peers.values()),
             "peers": len(self.peers),
             **self.counters,
+            "rejected": dict(self.rejected),
         }
 
     def routes(self) -> dict[str, Any]:
         return {"advertised": [r.to_json() for r, _ in self.advertised.values()]}
-
-
-def _service_from_nlri(nlri: bytes, v6: bool) -> ServiceId:
-    plen = nlri[0]
-    size = 16 if v6 else 4
-    if plen != size * 8:
-        raise bgp.CodecError(f"/{plen} is not a host route: not a D-SID")
-    raw = nlri[1 : 1 + size]
-    try:
-        return ServiceId(ipaddress.IPv6Address(raw) if v6 else ipaddress.IPv4Address(raw))
-    except ValueError as e:
-        raise bgp.CodecError(str(e)) from None
 
 
 def _prefix_service(p: Any) -> ServiceId | None:
