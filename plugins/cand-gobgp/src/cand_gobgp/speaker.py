@@ -70,6 +70,9 @@ class GobgpOptions:
         return parse_options(cls, raw, "bgp.options", "gobgp")
 
 
+REFUSED_MEMORY = 4096
+
+
 @dataclass
 class _PeerView:
     """What cand last read of one peer's adj-RIB-in, keyed by (D-SID, D-BID, egress)."""
@@ -77,6 +80,8 @@ class _PeerView:
     paths: dict[tuple[InstanceKey, RouterId], InstanceRoute] = field(default_factory=dict)
     by_prefix: dict[ServiceId, set[tuple[InstanceKey, RouterId]]] = field(default_factory=dict)
     established: bool = False
+    # paths refused on an earlier read (by their bytes): each is counted and logged once
+    refused: set[tuple[bytes, int, tuple[bytes, ...]]] = field(default_factory=set)
 
 
 class GobgpSpeaker:
@@ -475,6 +480,12 @@ class GobgpSpeaker:
                             route = self._decode(p, p.nlri_binary)
                         except bgp.CodecError as e:
                             # treat-as-withdraw: not in `seen`, so a path held before goes
+                            ident = (bytes(p.nlri_binary), p.identifier, tuple(p.pattrs_binary))
+                            if ident in view.refused:
+                                continue
+                            if len(view.refused) >= REFUSED_MEMORY:
+                                view.refused.clear()  # bounded: a flood is counted again
+                            view.refused.add(ident)
                             self.counters["malformed"] += 1
                             self.rejected[e.reason] = self.rejected.get(e.reason, 0) + 1
                             log.warning(
