@@ -13,10 +13,10 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cand.daemon import Daemon
+from cand.ports import StopMode
+from cand.view import DaemonView
 
 log = logging.getLogger("cand.api")
 
@@ -29,7 +29,7 @@ class ApiError(RuntimeError):
 
 
 class ApiServer:
-    def __init__(self, daemon: Daemon, path: Path) -> None:
+    def __init__(self, daemon: DaemonView, path: Path) -> None:
         self.daemon = daemon
         self.path = path
         self.handlers: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -80,14 +80,10 @@ class ApiServer:
         return {"ok": True, "data": await handler()}
 
     async def _stop(self) -> Any:
-        from cand.ports import StopMode
-
         self.daemon.request_stop(StopMode.STOP)
         return {"stopping": "stop"}
 
     async def _restart(self) -> Any:
-        from cand.ports import StopMode
-
         self.daemon.request_stop(StopMode.RESTART)
         return {"stopping": "restart"}
 
@@ -95,39 +91,16 @@ class ApiServer:
         return self.daemon.status()
 
     async def _rib(self) -> Any:
-        return self.daemon.engine.rib.to_json()
+        return self.daemon.rib_json()
 
     async def _services(self) -> Any:
-        return [e.to_json() for _, e in sorted(self.daemon.engine.table.items())]
+        return self.daemon.services_json()
 
     async def _routes(self) -> Any:
-        sp = self.daemon.adapters.speaker
-        rib = self.daemon.engine.rib.to_json()
-        return {
-            "advertised": sp.routes().get("advertised", []) if sp is not None else [],
-            "received": rib["remote"],
-            "local": rib["local"],
-            "speaker": sp.routes() if sp is not None else None,
-        }
+        return self.daemon.routes_json()
 
     async def _bindings(self) -> Any:
-        dp = self.daemon.adapters.dataplane
-        if dp is None:
-            return []
-        rows = []
-        for b in await dp.bindings():
-            rows.append(
-                {
-                    "flow": str(b.flow),
-                    "flow_key": b.flow.kind.value,
-                    "service": str(b.flow.service),
-                    "binding": str(b.binding),
-                    "egress": str(b.egress),
-                    "age": round(b.last_seen - b.created, 1),
-                    "timeout": b.timeout,
-                }
-            )
-        return rows
+        return await self.daemon.bindings_json()
 
 
 async def request(path: Path, cmd: str, timeout: float = 5.0) -> Any:

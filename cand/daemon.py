@@ -194,6 +194,44 @@ class Daemon:
             "dataplane": a.dataplane.status() if a.dataplane is not None else None,
         }
 
+    # --- the read-only view (cand.view.DaemonView) for the API and the exporter -----------
+
+    def rib_json(self) -> dict[str, Any]:
+        return self.engine.rib.to_json()
+
+    def services_json(self) -> list[dict[str, Any]]:
+        return [e.to_json() for _, e in sorted(self.engine.table.items())]
+
+    def routes_json(self) -> dict[str, Any]:
+        sp = self.adapters.speaker
+        rib = self.engine.rib.to_json()
+        return {
+            "advertised": sp.routes().get("advertised", []) if sp is not None else [],
+            "received": rib["remote"],
+            "local": rib["local"],
+            "speaker": sp.routes() if sp is not None else None,
+        }
+
+    async def bindings_json(self) -> list[dict[str, Any]]:
+        dp = self.adapters.dataplane
+        if dp is None:
+            return []
+        return [
+            {
+                "flow": str(b.flow),
+                "flow_key": b.flow.kind.value,
+                "service": str(b.flow.service),
+                "binding": str(b.binding),
+                "egress": str(b.egress),
+                "age": round(b.last_seen - b.created, 1),
+                "timeout": b.timeout,
+            }
+            for b in await dp.bindings()
+        ]
+
+    def eligible(self) -> dict[str, int]:
+        return {str(svc): len(e.eligible) for svc, e in self.engine.table.items()}
+
 
 class _Stopped(Exception):
     """Leaves the TaskGroup after an orderly stop, cancelling what still runs."""

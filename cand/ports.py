@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cand.engine.effects import Effect
 from cand.engine.events import Event
 from cand.model import Binding, InstanceKey, InstanceRoute
+
+if TYPE_CHECKING:
+    from cand.config import Config
 
 Emit = Callable[[Event], Awaitable[None]]
 
@@ -72,3 +75,18 @@ class Dataplane(Protocol):
     async def bindings(self) -> list[Binding]: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+# What an entry point names: a class (or any object) whose `from_config` makes the adapter.
+
+
+class MetricSourcePlugin(Protocol):
+    def from_config(self, config: Config, /) -> MetricSource: ...
+
+
+class SpeakerPlugin(Protocol):
+    def from_config(self, config: Config, /) -> Speaker: ...
+
+
+class DataplanePlugin(Protocol):
+    def from_config(self, config: Config, /) -> Dataplane: ...

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cand import plugins
 from cand.config import Config
 from cand.daemon import Adapters
+from cand.ports import DataplanePlugin, MetricSourcePlugin, SpeakerPlugin
+
+if TYPE_CHECKING:  # the bundled plugins satisfy their ports, from_config included (mypy)
+    from cand.adapters.exabgp import ExabgpSpeaker
+    from cand.adapters.linux import LinuxDataplane
+    from cand.adapters.mqtt import MqttMetricSource
+
+    _source: MetricSourcePlugin = MqttMetricSource
+    _speaker: SpeakerPlugin = ExabgpSpeaker
+    _dataplane: DataplanePlugin = LinuxDataplane
 
 
 def build_adapters(cfg: Config) -> Adapters:
     a = Adapters()
     if cfg.mqtt is not None and cfg.egress:
-        source = plugins.load("cand.metric_sources", "mqtt")
+        source: MetricSourcePlugin = plugins.load("cand.metric_sources", "mqtt")
         a.sources.append(source.from_config(cfg))
     if cfg.bgp is not None and cfg.bgp.speaker != "none":
-        a.speaker = plugins.load("cand.speakers", cfg.bgp.speaker).from_config(cfg)
+        speaker: SpeakerPlugin = plugins.load("cand.speakers", cfg.bgp.speaker)
+        a.speaker = speaker.from_config(cfg)
     if cfg.dataplane is not None and cfg.dataplane.kind != "none":
-        a.dataplane = plugins.load("cand.dataplanes", cfg.dataplane.kind).from_config(cfg)
+        dataplane: DataplanePlugin = plugins.load("cand.dataplanes", cfg.dataplane.kind)
+        a.dataplane = dataplane.from_config(cfg)
     return a
 
 

@@ -28,7 +28,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -557,3 +557,9 @@ def _router_id(router: str) -> str:
     its last 32 bits (configure `bgp.router_id` when those collide)."""
     addr = ipaddress.ip_address(router)
     return str(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+
+
+if TYPE_CHECKING:  # the plugin satisfies cand's speaker port, from_config included (mypy)
+    from cand.ports import SpeakerPlugin
+
+    _plugin: SpeakerPlugin = GobgpSpeaker
