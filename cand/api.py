@@ -105,7 +105,9 @@ class ApiServer:
 
 async def request(path: Path, cmd: str, timeout: float = 5.0) -> Any:
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(path), limit=1 << 28), timeout
+        )
     except (OSError, TimeoutError) as e:
         raise ApiError(f"cannot reach the daemon at {path}: {e} (is `cand run` running?)") from None
     try:

@@ -6,6 +6,7 @@ drift apart. Kept free of the daemon's config so services can import the agent a
 
 from __future__ import annotations
 
+import asyncio
 import random
 import urllib.parse
 from dataclasses import dataclass
@@ -58,7 +59,14 @@ def publish_properties(expiry: float | None) -> Properties | None:
     return props
 
 
-def make_client(s: BrokerSettings, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
+def make_client(
+    s: BrokerSettings,
+    will: aiomqtt.Will | None = None,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
+    max_queued: int = 0,
+) -> aiomqtt.Client:
+    """A client for `s`. `max_queued` bounds the messages received but not yet read (0: no
+    bound); `queue_type` lets the caller count what a full queue refuses."""
     tls = None
     if s.tls:
         tls = aiomqtt.TLSParameters(ca_certs=s.ca_file, certfile=s.cert_file, keyfile=s.key_file)
@@ -73,6 +81,8 @@ def make_client(s: BrokerSettings, will: aiomqtt.Will | None = None) -> aiomqtt.
         keepalive=s.keepalive,
         tls_params=tls,
         timeout=5.0,
+        queue_type=queue_type,
+        max_queued_incoming_messages=max_queued,
     )
 
 

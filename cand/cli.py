@@ -85,6 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     ag.add_argument("--expiry", type=float, default=30.0, help="MQTT message expiry, seconds")
     ag.add_argument("--password-file", type=Path, help="read the broker password from a file")
 
+    acl = sub.add_parser("mqtt-acl", help="write the broker ACL that confines each instance")
+    acl.add_argument("-c", "--config", required=True, type=Path)
+    acl.add_argument(
+        "--instance",
+        action="append",
+        default=[],
+        metavar="NAME=D-BID",
+        help="a named broker credential that may report for this D-BID only (repeatable)",
+    )
+    acl.add_argument(
+        "--cert-identity",
+        action="store_true",
+        help="TLS client certificates: a client reports only for the D-BID in its CN",
+    )
+
     lab = sub.add_parser("lab", help="run containerlab topologies as network namespaces")
     lab.add_argument("action", choices=("up", "down", "exec", "list"))
     lab.add_argument("args", nargs=argparse.REMAINDER, help="PATH | NAME | NAME NODE [CMD...]")
@@ -125,6 +140,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _control(args)
     if cmd == "agent":
         return _agent(args)
+    if cmd == "mqtt-acl":
+        from cand import mqtt_acl
+
+        try:
+            named = [mqtt_acl.parse_instance(t) for t in args.instance]
+            sys.stdout.write(
+                mqtt_acl.render(configmod.load(args.config), named, args.cert_identity)
+            )
+        except mqtt_acl.AclError as e:
+            print(f"cand mqtt-acl: {e}", file=sys.stderr)
+            return 2
+        return 0
     if cmd == "lab":
         from cand.lab.clab import main as lab_main
 

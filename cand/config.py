@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cand.engine.damping import DampingParams
 from cand.engine.engine import EngineConfig
 from cand.engine.policy import PolicyParams
+from cand.engine.rib import RibLimits
 from cand.engine.service_table import DefaultAction, InstanceMode, ServiceSpec
 from cand.model import FlowKeyKind, ModelError, RouterId, ServiceId
+from cand.wire.mqtt import AGENT_MAX_RECONNECT
 
 
 class ConfigError(ValueError):
@@ -102,9 +104,20 @@ class MqttConfig(_Model):
     will_confirm: Seconds = 0.1
     """How long a live Last Will waits before it takes effect: brokers publish every will
     when they shut down, and a will followed by our own connection dropping is discarded."""
-    will_grace: Seconds = 5.0
+    will_grace: Seconds = 10.0
     """How long a retained Last Will found on (re)subscribing waits for a newer report from
-    the instance (it reconnecting after a broker restart) before it takes effect."""
+    the instance (it reconnecting after a broker restart) before it takes effect. Longer
+    than the agent's longest reconnect delay, or a live instance is removed."""
+    max_expiry: Annotated[float, Field(gt=0)] = 300.0
+    """No report stays true longer than this, whatever message expiry its publisher set."""
+    max_clock_skew: Annotated[float, Field(gt=0)] = 300.0
+    """A report whose seq (milliseconds) or ts is further ahead of our clock is refused:
+    a seq from the future would pin the instance and lock out its real reports."""
+    max_instances: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
+    """Instances this source tracks at most; reports of further ones are refused (`limit`)."""
+    max_queue: Annotated[int, Field(ge=16, le=1 << 22)] = 8192
+    """Messages received and not yet handled, at most: a flood beyond is dropped (`overflow`).
+    At least `max_instances`, for the burst of retained reports on (re)subscribing."""
 
     @model_validator(mode="after")
     def _secret(self) -> MqttConfig:
@@ -114,6 +127,15 @@ class MqttConfig(_Model):
             raise ValueError("cert_file and key_file go together")
         if self.topic_prefix.endswith("/") or "+" in self.topic_prefix or "#" in self.topic_prefix:
             raise ValueError("topic_prefix: no wildcards and no trailing '/'")
+        if self.will_grace <= AGENT_MAX_RECONNECT:
+            raise ValueError(
+                f"will_grace: {self.will_grace} s is not longer than the agent's longest "
+                f"reconnect delay ({AGENT_MAX_RECONNECT} s): live instances would be removed"
+            )
+        if self.max_queue < self.max_instances:
+            raise ValueError("max_queue: smaller than max_instances (the retained burst)")
+        if self.default_expiry > self.max_expiry:
+            raise ValueError("default_expiry: longer than max_expiry")
         return self
 
 
@@ -241,6 +263,13 @@ class PrometheusConfig(_Model):
         return v
 
 
+class LimitsConfig(_Model):
+    max_instances_per_service: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
+    """Instances (paths from one egress) of one D-SID held at most, local or learned."""
+    max_instances_per_egress: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
+    """Instances held at most from one egress router (this router's own included)."""
+
+
 class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -258,6 +287,7 @@ class Config(_Model):
     service_defaults: ServiceDefaults = ServiceDefaults()
     api: ApiConfig = ApiConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
+    limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
@@ -323,6 +353,10 @@ class Config(_Model):
             ),
             damping=DampingParams(**dm.model_dump()),
             default_cost=self.network_cost.default,
+            limits=RibLimits(
+                per_service=self.limits.max_instances_per_service,
+                per_egress=self.limits.max_instances_per_egress,
+            ),
         )
 
 

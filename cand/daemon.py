@@ -185,6 +185,7 @@ class Daemon:
             "services": len(self.engine.table),
             "local_instances": len(self.engine.rib.local),
             "remote_paths": len(self.engine.rib.remote),
+            "refused_by_limit": dict(sorted(self.engine.rib.refused.items())),
             "engine": dict(self.engine.counters),
             "daemon": dict(self.counters),
             "queue": self.queue.qsize(),

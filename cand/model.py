@@ -21,15 +21,39 @@ class ModelError(ValueError):
     """A domain value was built from something it cannot be."""
 
 
+MAX_ADDRESS_TEXT = 45  # the longest IPv6 text form (with an embedded IPv4 address)
+
+
 def _parse_ip(kind: str, value: object) -> IPAddress:
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return value
     if not isinstance(value, str):
         raise ModelError(f"{kind}: expected an IP address string, got {type(value).__name__}")
+    if len(value) > MAX_ADDRESS_TEXT or "%" in value:
+        # a zone index (fe80::1%eth0) names an interface, not a host: never a D-SID, D-BID or
+        # router; refusing it (and overlong text) before parsing keeps hostile text out
+        raise ModelError(f"{kind}: {value[:60]!r} is not a plain IP address")
     try:
         return ipaddress.ip_address(value)
     except ValueError:
         raise ModelError(f"{kind}: {value!r} is not an IP address") from None
+
+
+def _not_an_instance(a: IPAddress) -> str | None:
+    """Why `a` cannot be where an instance is reached from other routers (None: it can)."""
+    if a.is_unspecified:
+        return "unspecified"
+    if a.is_loopback:
+        return "loopback"
+    if a.is_link_local:
+        return "link-local"
+    if a.is_multicast:
+        return "multicast"
+    if isinstance(a, ipaddress.IPv4Address) and a == ipaddress.IPv4Address("255.255.255.255"):
+        return "broadcast"
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        return "IPv4-mapped"
+    return None
 
 
 @functools.total_ordering
@@ -94,8 +118,9 @@ class BindingId(_Address):
 
     def __post_init__(self) -> None:
         _Address.__post_init__(self)
-        if self.address.is_unspecified or self.address.is_multicast:
-            raise ModelError(f"D-BID: {self.address} cannot be an instance address")
+        why = _not_an_instance(self.address)
+        if why is not None:
+            raise ModelError(f"D-BID: {self.address} is {why}, not an instance address")
 
 
 class RouterId(_Address):

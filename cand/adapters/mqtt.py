@@ -15,6 +15,7 @@ subscribing is held for `will_grace`, and a newer report from the instance cance
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -26,13 +27,15 @@ import aiomqtt
 from cand.broker import Backoff, BrokerSettings, make_client, read_secret
 from cand.config import Config, MqttConfig
 from cand.engine.events import InstanceReported, MetricsReachable
-from cand.model import InstanceKey, ServiceId
+from cand.model import InstanceKey, RouterId, ServiceId
 from cand.ports import Emit
+from cand.supervise import input_bug
 from cand.wire import mqtt as wire
 
 log = logging.getLogger("cand.mqtt")
 
 LOG_EVERY = 30.0
+RESYNC_QUIET = 1.0  # seconds between checks for lost reports
 
 
 class MqttMetricSource:
@@ -41,11 +44,19 @@ class MqttMetricSource:
         cfg: MqttConfig,
         services: Iterable[ServiceId],
         clock: Callable[[], float] = time.monotonic,
+        router: RouterId | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.services = frozenset(services)
         self.clock = clock
-        self.sequencer = wire.Sequencer()
+        self.wall_clock = wall_clock
+        # addresses that are never an instance here: our own and every service's
+        self._not_bindings = {s.address for s in self.services}
+        if router is not None:
+            self._not_bindings.add(router.address)
+        # forgotten long after its last report can have expired (so no replay window opens)
+        self.sequencer = wire.Sequencer(cfg.max_instances, forget_after=2 * cfg.max_expiry)
         self.dropped: Counter[str] = Counter()
         self.accepted = 0
         self.duplicates = 0
@@ -56,12 +67,15 @@ class MqttMetricSource:
         self.wills_applied = 0
         self.wills_cancelled = 0
         self.wills_discarded = 0
+        self.counters: dict[str, int] = {}
+        self.resyncs = 0
+        self._queue: asyncio.Queue[aiomqtt.Message] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> MqttMetricSource:
         if config.mqtt is None:
             raise ValueError("mqtt: no [mqtt] table in the config")
-        return cls(config.mqtt, config.service_specs())
+        return cls(config.mqtt, config.service_specs(), router=RouterId.parse(config.router.id))
 
     def settings(self) -> BrokerSettings:
         c = self.cfg
@@ -80,26 +94,23 @@ class MqttMetricSource:
 
     async def run(self, emit: Emit) -> None:
         backoff = Backoff()
-        settings = self.settings()
+        settings, c = self.settings(), self.cfg
         while True:
             try:
-                async with make_client(settings) as client:
-                    for service in sorted(self.services):
-                        await client.subscribe(wire.subscription(self.cfg.topic_prefix, service), 1)
+                async with make_client(settings, None, self._queue_type(), c.max_queue) as client:
+                    await self._subscribe(client)
                     self.connected = True
                     self.connects += 1
                     backoff.reset()
                     log.info("event=mqtt_connected broker=%s:%s", settings.host, settings.port)
                     await emit(MetricsReachable(True, self.cfg.default_expiry))
-                    async for message in client.messages:
-                        got = self.handle(
-                            message.topic.value,
-                            _payload(message.payload),
-                            _expiry(message),
-                            retained=bool(message.retain),
-                        )
-                        if got is not None:
-                            await self._deliver(got, emit)
+                    resync = asyncio.create_task(self._resync_after_loss(client), name="resync")
+                    try:
+                        await self._read(client, emit)
+                    finally:
+                        resync.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await resync
             except aiomqtt.MqttError as e:
                 delay = backoff.delay()
                 self._drop_held("connection lost")
@@ -110,6 +121,67 @@ class MqttMetricSource:
                 await asyncio.sleep(delay)
             finally:
                 self._drop_held("stopping")
+
+    async def _read(self, client: aiomqtt.Client, emit: Emit) -> None:
+        async for message in client.messages:
+            try:
+                got = self.handle(
+                    message.topic.value,
+                    _payload(message.payload),
+                    _expiry(message),
+                    retained=bool(message.retain),
+                )
+            except Exception as e:  # a bug, not bad input: see cand.supervise
+                input_bug(log, self.counters, f"mqtt {message.topic.value!r}", e)
+                continue
+            if got is not None:
+                await self._deliver(got, emit)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        for service in sorted(self.services):
+            await client.subscribe(wire.subscription(self.cfg.topic_prefix, service), 1)
+
+    async def _resync_after_loss(self, client: aiomqtt.Client) -> None:
+        """Reports were lost (our queue overflowed, or the broker's queue for us did and an
+        instance's seq skipped): once the flood is over, subscribe again. The broker resends
+        each instance's retained report, its newest, so the latest state lost in the flood
+        comes back now rather than at the instance's next report or its expiry; exact
+        re-deliveries are ignored by the sequencer."""
+        seen = self._losses()
+        while True:
+            await asyncio.sleep(RESYNC_QUIET)
+            if self._losses() == seen or self._backlog() > self.cfg.max_queue // 4:
+                continue
+            seen = self._losses()
+            await self._subscribe(client)
+            self.resyncs += 1
+            log.info("event=mqtt_resync after=lost_reports resyncs=%d", self.resyncs)
+
+    def _losses(self) -> int:
+        return self.dropped["overflow"] + self.sequencer.gaps
+
+    def _backlog(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def _queue_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """The client's queue of received messages, bounded by `max_queue`: a flood that
+        outruns the daemon is dropped and counted (`overflow`), not buffered without end."""
+        source = self
+
+        class Queue(asyncio.Queue[aiomqtt.Message]):
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                source._queue = self
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                try:
+                    super().put_nowait(item)
+                except asyncio.QueueFull:
+                    e = wire.PayloadError("overflow", f"more than {self.maxsize} queued")
+                    source.dropped[e.reason] += 1
+                    source._log_drop(item.topic.value, e)
+
+        return Queue
 
     async def _deliver(self, got: tuple[InstanceReported, float], emit: Emit) -> None:
         event, hold = got
@@ -146,11 +218,14 @@ class MqttMetricSource:
             key = wire.parse_topic(topic, self.cfg.topic_prefix)
             if key.service not in self.services:
                 raise wire.PayloadError("service", f"{key.service} is not a configured service")
+            if key.binding.address in self._not_bindings:
+                raise wire.PayloadError("address", f"D-BID {key.binding} is a D-SID or this router")
             if not payload:
                 # A retained message being cleared: the instance's publisher is gone for good.
                 raise wire.PayloadError("empty", "empty payload (retained message cleared)")
             report = wire.decode(key, payload, self.cfg.max_payload)
-            if not self.sequencer.check(report, payload):
+            self._check_clock(report)
+            if not self.sequencer.check(report, payload, self.clock()):
                 self.duplicates += 1
                 return None
         except wire.PayloadError as e:
@@ -158,7 +233,7 @@ class MqttMetricSource:
             self._log_drop(topic, e)
             return None
         self.accepted += 1
-        ttl = expiry if expiry is not None else self.cfg.default_expiry
+        ttl = min(expiry if expiry is not None else self.cfg.default_expiry, self.cfg.max_expiry)
         hold = 0.0
         if report.is_will:
             hold = self.cfg.will_grace if retained else self.cfg.will_confirm
@@ -167,15 +242,25 @@ class MqttMetricSource:
         )
         return event, hold
 
+    def _check_clock(self, report: wire.Report) -> None:
+        """A seq or ts from the future would pin the instance (every real report after it
+        looks like a replay) until it expires: refused beyond `max_clock_skew`."""
+        horizon = self.wall_clock() + self.cfg.max_clock_skew
+        if report.seq > horizon * 1000:
+            raise wire.PayloadError("future", f"seq {report.seq} is ahead of the clock")
+        if report.ts > horizon:
+            raise wire.PayloadError("future", f"ts {report.ts} is ahead of the clock")
+
     def _log_drop(self, topic: str, e: wire.PayloadError) -> None:
+        # throttled per reason, not per topic: a flood of distinct topics costs no memory
         now = self.clock()
-        if now - self._last_log.get(topic, -LOG_EVERY) >= LOG_EVERY:
-            self._last_log[topic] = now
+        if now - self._last_log.get(e.reason, -LOG_EVERY) >= LOG_EVERY:
+            self._last_log[e.reason] = now
             log.warning(
-                "event=mqtt_dropped topic=%s reason=%s detail=%r total=%d",
-                topic[:200],
+                "event=mqtt_dropped topic=%r reason=%s detail=%r total=%d",
+                topic[:120],
                 e.reason,
-                e.detail,
+                e.detail[:200],
                 sum(self.dropped.values()),
             )
 
@@ -189,6 +274,12 @@ class MqttMetricSource:
             "wills_applied": self.wills_applied,
             "wills_cancelled": self.wills_cancelled,
             "wills_discarded": self.wills_discarded,
+            "instances_tracked": len(self.sequencer),
+            "instances_forgotten": self.sequencer.forgotten,
+            "sequence_gaps": self.sequencer.gaps,
+            "reports_missing": self.sequencer.missing,
+            "input_bugs": self.counters.get("input_bugs", 0),
+            "resyncs": self.resyncs,
             "dropped": sum(self.dropped.values()),
             **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())},
         }

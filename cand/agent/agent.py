@@ -140,14 +140,20 @@ class MetricAgent:
     # --- internals -------------------------------------------------------------------------
 
     def _next_seq(self) -> int:
+        """A session's first seq (its epoch): past every earlier one, even across restarts."""
         self._seq = max(self._seq + 1, int(time.time() * 1000))
+        return self._seq
+
+    def _step_seq(self) -> int:
+        """Within a session, one more per report: a step of more tells cand reports were lost."""
+        self._seq += 1
         return self._seq
 
     def _payload(self, state: InstanceState, seq: int, epoch: int) -> bytes:
         return wire.encode(state, self._metrics, seq, time.time(), epoch)
 
     async def _publisher(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(cap=wire.AGENT_BACKOFF_CAP)
         while True:
             epoch = self._next_seq()
             will = aiomqtt.Will(
@@ -163,7 +169,7 @@ class MetricAgent:
                     backoff.reset()
                     while True:
                         self._wake.clear()
-                        seq = self._next_seq()
+                        seq = self._step_seq()
                         await client.publish(
                             self.topic,
                             self._payload(self._state, seq, epoch),

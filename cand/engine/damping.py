@@ -17,6 +17,7 @@ instance costs more than one extra update.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -71,10 +72,19 @@ class _Track:
 
 
 class Damper:
+    """Per-instance damping state, kept only while it matters: a track is dropped once its
+    instance is gone, withdrawn and its penalty has decayed away. Deadlines sit in a heap,
+    so a tick costs what it releases, not what is held (or was ever seen)."""
+
     def __init__(self, params: DampingParams) -> None:
         self.params = params
         self._tracks: dict[InstanceKey, _Track] = {}
+        self._due: dict[InstanceKey, float] = {}  # each track's next deadline
+        self._heap: list[tuple[float, InstanceKey]] = []  # may hold outdated entries
         self.suppressions = 0
+
+    def __len__(self) -> int:
+        return len(self._tracks)
 
     def offer(self, key: InstanceKey, route: InstanceRoute | None, now: float) -> list[Action]:
         """The instance is now `route` (None: down). Returns what to send right away."""
@@ -85,7 +95,7 @@ class Damper:
         t.current = route
         if _state(route) != before and before is not None:
             self._add_penalty(t, now)
-        return self._settle(key, t, now)
+        return self._settle_and_schedule(key, t, now)
 
     def suppressed(self, key: InstanceKey) -> bool:
         t = self._tracks.get(key)
@@ -93,21 +103,55 @@ class Damper:
 
     def due(self, now: float) -> list[Action]:
         """Whatever the passing of time releases: held updates, refreshes, reuse after hold-down."""
+        ready: list[InstanceKey] = []
+        while self._heap and self._heap[0][0] <= now:
+            at, key = heapq.heappop(self._heap)
+            if self._due.get(key) == at:
+                del self._due[key]
+                ready.append(key)
         out: list[Action] = []
-        for key in sorted(self._tracks):
-            out += self._settle(key, self._tracks[key], now)
+        for key in sorted(ready):
+            t = self._tracks.get(key)
+            if t is not None:
+                out += self._settle_and_schedule(key, t, now)
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for t in self._tracks.values() if (d := self._deadline(t)) is not None]
-        return min(deadlines, default=None)
+        while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)  # outdated
+        return self._heap[0][0] if self._heap else None
 
     def forget(self, key: InstanceKey) -> None:
+        """Kept for callers; tracks now forget themselves once nothing is left to remember."""
         t = self._tracks.get(key)
-        if t is not None and t.current is None and t.sent is None and t.penalty == 0:
-            del self._tracks[key]
+        if t is not None and _idle(t):
+            self._drop(key)
 
     # --- internals -------------------------------------------------------------------------
+
+    def _settle_and_schedule(self, key: InstanceKey, t: _Track, now: float) -> list[Action]:
+        actions = self._settle(key, t, now)
+        if _idle(t):
+            self._drop(key)
+            return actions
+        at = self._deadline(t)
+        if at is None and t.current is None and t.sent is None:
+            # gone and withdrawn: remember the penalty only until it has decayed away (to
+            # half of the 1.0 that `_settle` rounds to zero, so that deadline always clears it)
+            at = t.penalty_at + self.params.half_life * math.log2(max(t.penalty, 1.0) * 2)
+        if at is None:
+            self._due.pop(key, None)
+        elif self._due.get(key) != at:
+            self._due[key] = at
+            heapq.heappush(self._heap, (at, key))
+            if len(self._heap) > 2 * len(self._due) + 64:
+                self._heap = [(d, k) for k, d in self._due.items()]
+                heapq.heapify(self._heap)
+        return actions
+
+    def _drop(self, key: InstanceKey) -> None:
+        del self._tracks[key]
+        self._due.pop(key, None)
 
     def _add_penalty(self, t: _Track, now: float) -> None:
         p = self.params
@@ -155,6 +199,11 @@ class Damper:
         if _significant(cur, sent, p.threshold):
             return t.sent_at + p.min_interval
         return t.sent_at + p.refresh_interval
+
+
+def _idle(t: _Track) -> bool:
+    """Nothing to remember: gone, withdrawn, not suppressed, no penalty left."""
+    return t.current is None and t.sent is None and not t.suppressed and t.penalty == 0.0
 
 
 def _state(route: InstanceRoute | None) -> InstanceState | None:

@@ -34,7 +34,7 @@ from cand.engine.events import (
     Tick,
 )
 from cand.engine.policy import BUILTIN, Policy, PolicyParams
-from cand.engine.rib import Rib
+from cand.engine.rib import Rib, RibLimits
 from cand.engine.service_table import ServiceEntry, ServiceSpec
 from cand.model import InstanceKey, InstanceRoute, InstanceState, RouterId, ServiceId
 
@@ -52,6 +52,7 @@ class EngineConfig:
     policy: PolicyParams = field(default_factory=PolicyParams)
     damping: DampingParams = field(default_factory=DampingParams)
     default_cost: float = 0.0
+    limits: RibLimits = field(default_factory=RibLimits)
 
 
 class UnknownPolicy(LookupError):
@@ -63,7 +64,7 @@ class Engine:
         self, config: EngineConfig, policies: Mapping[str, type[Policy]] | None = None
     ) -> None:
         self.config = config
-        self.rib = Rib(config.router, config.default_cost)
+        self.rib = Rib(config.router, config.default_cost, config.limits)
         self.damper = Damper(config.damping)
         self.table: dict[ServiceId, ServiceEntry] = {}
         self.metrics_reachable = True
@@ -171,6 +172,9 @@ class Engine:
         # connects, before its reports (the source's sequencer has already checked it).
         if held is not None and ev.seq < held.route.seq and ev.state is not InstanceState.DOWN:
             self.counters["stale_reports"] += 1
+            return []
+        if held is None and ev.state is not InstanceState.DOWN and not self.rib.may_add_local(key):
+            self.counters["rejected_reports"] += 1
             return []
         sid = self.sid_for(key)
         effects: list[Effect] = []

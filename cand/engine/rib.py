@@ -7,6 +7,7 @@ the same instance, or a peer restarting, never lose a path another peer still ha
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,19 +41,52 @@ class RibSnapshot:
     costs: tuple[tuple[RouterId, float], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RibLimits:
+    """Caps on what others can make us hold: instances per service and per egress router
+    (the local router counts as an egress for its own instances). Paths beyond them are
+    refused and counted, never evicting one already held."""
+
+    per_service: int = 1024
+    per_egress: int = 4096
+
+
 class Rib:
-    def __init__(self, router: RouterId, default_cost: float = 0.0) -> None:
+    def __init__(
+        self, router: RouterId, default_cost: float = 0.0, limits: RibLimits | None = None
+    ) -> None:
         self.router = router
         self.default_cost = default_cost
+        self.limits = limits or RibLimits()
         self.local: dict[InstanceKey, LocalEntry] = {}
         self.remote: dict[RemoteKey, RemoteEntry] = {}
         self.costs: dict[RouterId, float] = {}
+        self.refused: Counter[str] = Counter()
         self._by_service: dict[ServiceId, set[RemoteKey]] = {}
+        # (instance, egress) pairs held, with how many peers gave each, and their counts
+        self._pairs: dict[tuple[InstanceKey, RouterId], int] = {}
+        self._remote_per_service: Counter[ServiceId] = Counter()
+        self._per_egress: Counter[RouterId] = Counter()
+        self._local_per_service: Counter[ServiceId] = Counter()
 
     # --- local instances -------------------------------------------------------------------
 
+    def may_add_local(self, key: InstanceKey) -> bool:
+        """False (and counted) when a new local instance would pass a limit."""
+        if key in self.local:
+            return True
+        if self._local_per_service[key.service] >= self.limits.per_service:
+            self.refused["service_limit"] += 1
+            return False
+        if len(self.local) >= self.limits.per_egress:
+            self.refused["egress_limit"] += 1
+            return False
+        return True
+
     def set_local(self, route: InstanceRoute, now: float, ttl: float | None) -> None:
         expires = now + ttl if ttl is not None else None
+        if route.key not in self.local:
+            self._local_per_service[route.key.service] += 1
         self.local[route.key] = LocalEntry(route, now, expires)
 
     def hold_local(self, until: float | None) -> None:
@@ -61,7 +95,10 @@ class Rib:
             self.local[k] = replace(e, expires_at=until)
 
     def remove_local(self, key: InstanceKey) -> LocalEntry | None:
-        return self.local.pop(key, None)
+        gone = self.local.pop(key, None)
+        if gone is not None:
+            _decrement(self._local_per_service, key.service)
+        return gone
 
     def expired_local(self, now: float) -> list[InstanceKey]:
         return sorted(
@@ -75,8 +112,9 @@ class Rib:
         if route.egress == self.router:
             return False
         rk = (peer, route.key, route.egress)
+        if rk not in self.remote and not self._index(rk):
+            return False  # over a limit (counted)
         self.remote[rk] = RemoteEntry(peer, route, now)
-        self._by_service.setdefault(route.service, set()).add(rk)
         return True
 
     def withdraw(self, peer: str, key: InstanceKey, egress: RouterId) -> bool:
@@ -112,12 +150,37 @@ class Rib:
                 touched.add(rk[1].service)
         return touched
 
+    def _index(self, rk: RemoteKey) -> bool:
+        _, key, egress = rk
+        pair = (key, egress)
+        held = self._pairs.get(pair, 0)
+        if held == 0:
+            if self._remote_per_service[key.service] >= self.limits.per_service:
+                self.refused["service_limit"] += 1
+                return False
+            if self._per_egress[egress] >= self.limits.per_egress:
+                self.refused["egress_limit"] += 1
+                return False
+            self._remote_per_service[key.service] += 1
+            self._per_egress[egress] += 1
+        self._pairs[pair] = held + 1
+        self._by_service.setdefault(key.service, set()).add(rk)
+        return True
+
     def _unindex(self, rk: RemoteKey) -> None:
-        keys = self._by_service.get(rk[1].service)
+        _, key, egress = rk
+        keys = self._by_service.get(key.service)
         if keys is not None:
             keys.discard(rk)
             if not keys:
-                del self._by_service[rk[1].service]
+                del self._by_service[key.service]
+        pair = (key, egress)
+        held = self._pairs.pop(pair, 0) - 1
+        if held > 0:
+            self._pairs[pair] = held
+        elif held == 0:
+            _decrement(self._remote_per_service, key.service)
+            _decrement(self._per_egress, egress)
 
     # --- network cost ----------------------------------------------------------------------
 
@@ -191,3 +254,12 @@ class Rib:
             ],
             "costs": {str(r): c for r, c in sorted(self.costs.items())},
         }
+
+
+def _decrement(counts: Counter[Any], key: Any) -> None:
+    """Counters that never keep zero entries: their size is what is held, not what was seen."""
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +31,19 @@ from cand.model import (
 VERSION = 1
 DEFAULT_PREFIX = "dyncast/v1"
 MAX_SEQ = (1 << 53) - 1  # exact in every JSON implementation
+AGENT_BACKOFF_CAP = 5.0
+"""The agent's reconnect delay doubles up to this, then +-50 % jitter: a contract with the
+daemon, whose `will_grace` must outlast the longest delay."""
+AGENT_MAX_RECONNECT = AGENT_BACKOFF_CAP * 1.5
 
 _RATIOS = ("cpu", "gpu", "memory")
 _COUNTS = ("sessions", "max_sessions", "queue", "max_queue", "capacity")
 _TOP = ("v", "seq", "epoch", "ts", "state", "metrics")
+_STATES = frozenset(s.value for s in InstanceState)
+MAX_DIGITS = 16  # enough for MAX_SEQ
+MAX_NUMBER_TEXT = 32
+MAX_TS = 1e11  # seconds since 1970: year 5138
+MAX_TOPIC = 256
 
 
 class PayloadError(ValueError):
@@ -69,20 +79,26 @@ def subscription(prefix: str = DEFAULT_PREFIX, service: ServiceId | None = None)
 
 
 def parse_topic(name: str, prefix: str = DEFAULT_PREFIX) -> InstanceKey:
+    """The instance a topic names. Addresses must be canonical and plain (no zone index);
+    the D-BID must be an address other routers can reach (see `BindingId`)."""
+    if len(name) > MAX_TOPIC:
+        raise PayloadError("topic", f"{len(name)} characters > {MAX_TOPIC}")
     head = prefix + "/"
     if not name.startswith(head):
-        raise PayloadError("topic", f"{name!r} is not under {prefix!r}")
+        raise PayloadError("topic", f"{_short(name)} is not under {prefix!r}")
     parts = name[len(head) :].split("/")
     if len(parts) != 2:
-        raise PayloadError("topic", f"{name!r} is not {prefix}/<D-SID>/<D-BID>")
+        raise PayloadError("topic", f"{_short(name)} is not {prefix}/<D-SID>/<D-BID>")
     try:
         key = InstanceKey(ServiceId.parse(parts[0]), BindingId.parse(parts[1]))
     except ModelError as e:
-        raise PayloadError("topic", str(e)) from None
+        raise PayloadError("address", str(e)[:200]) from None
     if str(key.service) != parts[0] or str(key.binding) != parts[1]:
-        raise PayloadError("topic", f"{name!r}: addresses must be in canonical form")
+        raise PayloadError("address", f"{_short(name)}: addresses must be in canonical form")
     if key.service.version != key.binding.version:
-        raise PayloadError("topic", f"{name!r}: D-SID and D-BID differ in IP version")
+        raise PayloadError("address", f"{_short(name)}: D-SID and D-BID differ in IP version")
+    if key.service.address == key.binding.address:
+        raise PayloadError("address", f"{_short(name)}: the D-BID is the D-SID")
     return key
 
 
@@ -107,86 +123,170 @@ def encode(
 
 
 def decode(key: InstanceKey, payload: bytes, max_size: int = 4096) -> Report:
-    """Validate one payload; every failure is a PayloadError with a counter-friendly reason."""
+    """Validate one payload; every failure is a PayloadError with a counter-friendly reason.
+
+    Strict where the format is: exact types (`true` is not 1, `1.0` is not 1, `null` is no
+    number), no duplicate keys, numbers checked for size while they are still text, so no
+    input can make a conversion raise anything but PayloadError."""
     if len(payload) > max_size:
         raise PayloadError("too_large", f"{len(payload)} bytes > {max_size}")
     try:
-        body = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+        body = json.loads(
+            payload.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_int=_bounded_int,
+            parse_float=_bounded_float,
+            parse_constant=_no_constant,
+        )
+    except PayloadError:
+        raise
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise PayloadError("not_json", str(e)[:100]) from None
     if not isinstance(body, dict):
         raise PayloadError("schema", "payload is not a JSON object")
     unknown = set(body) - set(_TOP)
     if unknown:
-        raise PayloadError("schema", f"unknown keys {sorted(unknown)}")
-    if body.get("v") != VERSION:
-        raise PayloadError("version", f"v={body.get('v')!r}, this daemon reads v={VERSION}")
+        raise PayloadError("schema", f"unknown keys {_names(unknown)}")
+    v = body.get("v")
+    if type(v) is not int or v != VERSION:
+        raise PayloadError("version", f"v={_short(v)}, this daemon reads v={VERSION}")
     seq = _int(body, "seq", MAX_SEQ)
     epoch = _int(body, "epoch", MAX_SEQ) if "epoch" in body else seq
     if epoch > seq:
         raise PayloadError("range", "epoch is after seq")
     ts = body.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
-        raise PayloadError("schema", "ts must be a non-negative number (seconds since epoch)")
-    try:
-        state = InstanceState(str(body.get("state")))
-    except ValueError:
-        raise PayloadError(
-            "schema", f"state {body.get('state')!r} is not up|draining|down"
-        ) from None
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or not 0 <= ts <= MAX_TS:
+        raise PayloadError("schema", f"ts must be a number 0..{MAX_TS} (seconds since epoch)")
+    state_text = body.get("state")
+    if type(state_text) is not str or state_text not in _STATES:
+        raise PayloadError("schema", f"state {_short(state_text)} is not up|draining|down")
     raw = body.get("metrics", {})
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise PayloadError("schema", "metrics must be an object")
     bad = set(raw) - set(_RATIOS) - set(_COUNTS)
     if bad:
-        raise PayloadError("schema", f"unknown metrics {sorted(bad)}")
-    for k in _COUNTS:
-        if k in raw and (isinstance(raw[k], bool) or not isinstance(raw[k], int)):
+        raise PayloadError("schema", f"unknown metrics {_names(bad)}")
+    for k, value in raw.items():
+        if k in _COUNTS and type(value) is not int:
             raise PayloadError("schema", f"metrics.{k} must be a whole number")
+        if k in _RATIOS and type(value) not in (int, float):
+            raise PayloadError("schema", f"metrics.{k} must be a number")
     try:
         metrics = Metrics(**raw)
     except (ModelError, TypeError) as e:
-        raise PayloadError("range", str(e)) from None
-    return Report(key, seq, epoch, float(ts), state, metrics)
+        raise PayloadError("range", str(e)[:200]) from None
+    return Report(key, seq, epoch, float(ts), InstanceState(state_text), metrics)
 
 
 def _int(body: dict[str, Any], name: str, top: int) -> int:
     v = body.get(name)
-    if isinstance(v, bool) or not isinstance(v, int):
+    if type(v) is not int:
         raise PayloadError("schema", f"{name} must be a whole number")
     if not 0 <= v <= top:
         raise PayloadError("range", f"{name}={v} outside 0..{top}")
     return v
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise PayloadError("schema", "a key appears twice")
+    return out
+
+
+def _bounded_int(text: str) -> int:
+    # 2^53 has 16 digits; converting is quadratic in the digits, so look before converting
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise PayloadError("range", f"integer of {len(text)} digits")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_TEXT:
+        raise PayloadError("range", f"number of {len(text)} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError("range", "number out of range")
+    return value
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise PayloadError("not_json", f"{name} is not JSON")
+
+
+def _short(value: object) -> str:
+    """Attacker-controlled text, made safe and short for a log line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _names(keys: set[str]) -> str:
+    listed = sorted(keys)
+    return ", ".join(_short(k) for k in listed[:5]) + (" ..." if len(listed) > 5 else "")
+
+
+@dataclass(slots=True)
+class _Last:
+    seq: int
+    epoch: int
+    payload: bytes
+    at: float  # when it was accepted (the source's monotonic clock)
 
 
 class Sequencer:
     """Per-instance ordering: newer reports pass, retained re-deliveries are quietly ignored,
-    replays are refused, and a Last Will is honoured even though it was written first."""
+    replays are refused, and a Last Will is honoured even though it was written first.
 
-    def __init__(self) -> None:
-        self._last: dict[InstanceKey, tuple[int, int, bytes]] = {}
+    Bounded: an instance not heard of for `forget_after` seconds is forgotten (its routes
+    have long expired by then), and at most `capacity` instances are tracked; a report of a
+    new instance beyond that is refused (`limit`). The entries are kept in the order they
+    were last accepted, so forgetting costs nothing per report, however many instances were
+    ever seen. Within one publisher session (one epoch) `seq` grows by exactly one per
+    report, so a larger step means the broker (or our own outage) lost reports: counted."""
 
-    def check(self, report: Report, payload: bytes) -> bool:
-        """True: act on it. False: an exact duplicate. Raises PayloadError('replay')."""
+    def __init__(self, capacity: int = 4096, forget_after: float = 3600.0) -> None:
+        self.capacity = capacity
+        self.forget_after = forget_after
+        self._last: OrderedDict[InstanceKey, _Last] = OrderedDict()
+        self.forgotten = 0
+        self.gaps = 0
+        self.missing = 0
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def check(self, report: Report, payload: bytes, now: float = 0.0) -> bool:
+        """True: act on it. False: an exact duplicate. Raises PayloadError('replay'|'limit')."""
+        self._expire(now)
         held = self._last.get(report.key)
-        if held is not None:
-            seq, epoch, raw = held
-            if report.seq == seq and payload == raw:
-                return False
-            newer = report.seq > seq
-            will = report.state is InstanceState.DOWN and report.seq >= epoch
-            if not (newer or will):
-                raise PayloadError("replay", f"seq {report.seq} <= last {seq}")
-            if not newer:
-                # a will: keep the high-water mark so the dead session's late reports stay out
-                self._last[report.key] = (seq, report.epoch, payload)
-                return True
-        self._last[report.key] = (report.seq, report.epoch, payload)
+        if held is None:
+            if len(self._last) >= self.capacity:
+                raise PayloadError("limit", f"already {self.capacity} instances tracked")
+            self._last[report.key] = _Last(report.seq, report.epoch, payload, now)
+            return True
+        if report.seq == held.seq and payload == held.payload:
+            return False
+        newer = report.seq > held.seq
+        will = report.state is InstanceState.DOWN and report.seq >= held.epoch
+        if not (newer or will):
+            raise PayloadError("replay", f"seq {report.seq} <= last {held.seq}")
+        if newer:
+            if report.epoch == held.epoch and report.seq > held.seq + 1:
+                self.gaps += 1
+                self.missing += report.seq - held.seq - 1
+            held.seq = report.seq
+        # a will keeps the high-water mark, so the dead session's late reports stay out
+        held.epoch, held.payload, held.at = report.epoch, payload, now
+        self._last.move_to_end(report.key)
         return True
 
     def forget(self, key: InstanceKey) -> None:
         self._last.pop(key, None)
+
+    def _expire(self, now: float) -> None:
+        while self._last:
+            key, oldest = next(iter(self._last.items()))
+            if now - oldest.at < self.forget_after:
+                return
+            del self._last[key]
+            self.forgotten += 1

@@ -209,7 +209,7 @@ def test_garbage_on_the_bus_is_counted_never_fatal(broker: Broker, tmp_path: Pat
                 await rec.wait_for(lambda r: reports(r))
             st = daemon.adapters.sources[0].status()
             assert st["dropped"] == 6, st
-            assert st["dropped_too_large"] == 1 and st["dropped_topic"] == 1
+            assert st["dropped_too_large"] == 1 and st["dropped_address"] == 1
 
     asyncio.run(main())
 

@@ -14,16 +14,16 @@ def test_topic_round_trip_and_canonical_form() -> None:
     assert wire.topic(K) == TOPIC
     assert wire.parse_topic(TOPIC) == K
     assert wire.subscription(service=SVC) == "dyncast/v1/2001:db8:5::1/+"
-    for bad in (
-        "dyncast/v1/2001:0db8:5::1/2001:db8:a::1",  # not canonical
-        "dyncast/v1/2001:db8:5::1",
-        "other/2001:db8:5::1/2001:db8:a::1",
-        "dyncast/v1/2001:db8:5::1/10.0.0.1",
-        "dyncast/v1/x/y",
+    for bad, reason in (
+        ("dyncast/v1/2001:0db8:5::1/2001:db8:a::1", "address"),  # not canonical
+        ("dyncast/v1/2001:db8:5::1", "topic"),
+        ("other/2001:db8:5::1/2001:db8:a::1", "topic"),
+        ("dyncast/v1/2001:db8:5::1/10.0.0.1", "address"),
+        ("dyncast/v1/x/y", "address"),
     ):
         with pytest.raises(wire.PayloadError) as e:
             wire.parse_topic(bad)
-        assert e.value.reason == "topic"
+        assert e.value.reason == reason
 
 
 def test_encode_is_byte_exact() -> None:
