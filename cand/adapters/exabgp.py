@@ -35,11 +35,13 @@ from typing import Any
 from cand.adapters.speaker_setup import SpeakerSetup
 from cand.broker import Backoff
 from cand.config import Config
-from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
-from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
+from cand.engine.events import PeerDown, PeerSynced
+from cand.model import InstanceKey, InstanceRoute, RouterId
 from cand.plugins import parse_options
 from cand.ports import Emit, StopMode
+from cand.speaker.adj_rib_in import AdjRibIn
 from cand.speaker.child import Child, ChildError
+from cand.supervise import input_bug
 from cand.wire import bgp, bgp_update
 
 log = logging.getLogger("cand.exabgp")
@@ -95,7 +97,7 @@ class ExabgpSpeaker:
         self.egress = setup.router
         self.locator_len = setup.locator_len
         self.desired: dict[InstanceKey, InstanceRoute] = {}
-        self.received: dict[str, dict[tuple[int, ServiceId], tuple[InstanceKey, RouterId]]] = {}
+        self.received: dict[str, AdjRibIn] = {}
         self.up: set[str] = set()
         self.rejected: dict[str, int] = {}  # malformed received paths, by reason
         self.counters = {
@@ -287,7 +289,10 @@ class ExabgpSpeaker:
                     continue
                 if not line:
                     break
-                await self._event(line)
+                try:
+                    await self._event(line)
+                except Exception as e:  # a bug, not bad input: see cand.supervise
+                    input_bug(log, self.counters, f"exabgp {line[:120]!r}", e)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -376,7 +381,7 @@ class ExabgpSpeaker:
         """One received UPDATE into RouteLearned/RouteWithdrawn against this peer's paths;
         anything malformed is counted by reason and treated as withdrawn (RFC 7606)."""
         assert self._emit is not None
-        table = self.received.setdefault(peer, {})
+        table = self.received.setdefault(peer, AdjRibIn(peer))
         try:
             upd = bgp_update.decode_update(raw, addpath=True)
         except bgp.CodecError as e:
@@ -387,25 +392,18 @@ class ExabgpSpeaker:
             return
         if upd.error is not None:
             self._reject(peer, upd.error, "malformed attributes: treated as withdrawn")
-        for pid, svc in upd.withdrawn:
-            held = table.pop((pid, svc), None)
-            if held is not None:
-                await self._emit(RouteWithdrawn(peer, held[0], held[1]))
+        changes = [c for pid, svc in upd.withdrawn for c in table.withdraw((pid, svc))]
         for pid, svc, egress in upd.announced:
             try:
                 route = bgp.decode_route(svc, egress, upd.attributes, self.asn)
             except bgp.CodecError as e:
                 self._reject(peer, e.reason, str(e))
-                held = table.pop((pid, svc), None)  # treat-as-withdraw
-                if held is not None:
-                    await self._emit(RouteWithdrawn(peer, held[0], held[1]))
+                changes += table.withdraw((pid, svc))  # treat-as-withdraw
                 continue
-            old = table.get((pid, svc))
-            if old is not None and old != (route.key, route.egress):
-                await self._emit(RouteWithdrawn(peer, old[0], old[1]))
-            table[(pid, svc)] = (route.key, route.egress)
             self.counters["learned"] += 1
-            await self._emit(RouteLearned(peer, route))
+            changes += table.announce((pid, svc), route)
+        for change in changes:
+            await self._emit(change)
 
     def _reject(self, peer: str, reason: str, why: str) -> None:
         self.counters["malformed"] += 1

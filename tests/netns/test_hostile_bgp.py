@@ -166,3 +166,58 @@ def test_malformed_paths_are_refused_and_valid_ones_kept(
         assert rejected.get("next_hop", 0) >= 1, rejected
     assert rejected.get("dyncast", 0) >= 4, rejected  # the four Dyncast-invalid paths
     assert status["daemon"].get("adapter_bugs", 0) == 0
+
+
+@pytest.mark.parametrize("speaker", ["gobgp", "exabgp"])
+def test_a_peer_that_comes_back_keeps_its_unchanged_paths(
+    topo: Topology, tmp_path: Path, speaker: str
+) -> None:
+    """A session drops and comes back with the same path: the path is stale meanwhile, and
+    must be fresh again after the resync, not dropped by it (the GoBGP speaker once only
+    re-reported paths that had changed, so the PeerSynced after the resync dropped the rest)."""
+    p, i = topo.ns("peers"), topo.ns("ingress")
+    topo.link(p, f"{GOOD_A}/64", i, "fc00:a::1/64")
+    conf = cand_toml(tmp_path, "i", "fc00:a::1", [GOOD_A], ["ingress"], speaker=speaker)
+    sock = start_cand(topo, i, conf, tmp_path, "i")
+    cand = topo.procs[-1]
+    a = route(GOOD_A, "2001:db8:a::10")
+    want = {(GOOD_A, "2001:db8:a::10")}
+
+    async def until_paths(expected: set[tuple[str, str]], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while bindings(await received(sock)) != expected:
+            assert cand.poll() is None, "cand died"
+            assert time.monotonic() < deadline, bindings(await received(sock))
+            await asyncio.sleep(0.1)
+
+    async def main() -> None:
+        await wait_api(sock)
+        peer(topo, p, tmp_path, "a1", GOOD_A, [line(a, attrs_of(a))])
+        first = topo.procs[-1]
+        await until_paths(want, 40)
+        first.kill()  # the peer's process: its session ends with its socket
+        await asyncio.sleep(2)
+        deadline = time.monotonic() + 60
+        n = 2
+        while True:  # the speaker may hold the peer idle for a while after a reset
+            log = peer(topo, p, tmp_path, f"a{n}", GOOD_A, [line(a, attrs_of(a))])
+            for _ in range(100):
+                kinds = {e["event"] for e in events(log)}
+                if kinds & {"open", "closed", "notification"}:
+                    break
+                await asyncio.sleep(0.1)
+            if "open" in kinds:
+                break
+            assert time.monotonic() < deadline, f"peer never came back: {kinds}"
+            await asyncio.sleep(1)
+            n += 1
+        await until_paths(want, 20)
+        # past the resync's quiet time and its PeerSynced: the path must stay, not go stale
+        for _ in range(50):
+            assert bindings(await received(sock)) == want
+            await asyncio.sleep(0.1)
+        rib = await request(sock, "rib")
+        stale = [r for r in rib["remote"] if r["stale_until"] is not None]
+        assert stale == [], stale
+
+    asyncio.run(main())

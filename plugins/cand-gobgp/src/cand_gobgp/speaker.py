@@ -35,11 +35,13 @@ import grpc
 from cand.adapters.speaker_setup import SpeakerSetup
 from cand.broker import Backoff
 from cand.config import Config
-from cand.engine.events import PeerDown, PeerSynced, RouteLearned, RouteWithdrawn
-from cand.model import InstanceKey, InstanceRoute, RouterId, ServiceId
+from cand.engine.events import PeerDown, PeerSynced, RouteLearned
+from cand.model import InstanceKey, InstanceRoute, ServiceId
 from cand.plugins import parse_options
 from cand.ports import Emit, StopMode
+from cand.speaker.adj_rib_in import AdjRibIn, PathId
 from cand.speaker.child import Child, ChildError
+from cand.supervise import input_bug
 from cand.wire import bgp, bgp_update
 from cand_gobgp.api import attr_pb, pb, pb_grpc
 
@@ -75,10 +77,10 @@ REFUSED_MEMORY = 4096
 
 @dataclass
 class _PeerView:
-    """What cand last read of one peer's adj-RIB-in, keyed by (D-SID, D-BID, egress)."""
+    """What cand last read of one peer's adj-RIB-in (keyed by (D-SID, D-BID, egress)), and
+    the session's state."""
 
-    paths: dict[tuple[InstanceKey, RouterId], InstanceRoute] = field(default_factory=dict)
-    by_prefix: dict[ServiceId, set[tuple[InstanceKey, RouterId]]] = field(default_factory=dict)
+    rib: AdjRibIn
     established: bool = False
     # paths refused on an earlier read (by their bytes): each is counted and logged once
     refused: set[tuple[bytes, int, tuple[bytes, ...]]] = field(default_factory=set)
@@ -239,13 +241,13 @@ class GobgpSpeaker:
                 ],
             )
             await self.stub.AddPeer(pb.AddPeerRequest(peer=peer))
-            self.peers[n.address] = _PeerView()
+            self.peers[n.address] = _PeerView(AdjRibIn(n.address))
             log.info("event=gobgp_peer_added peer=%s asn=%d", n.address, n.asn)
 
     async def _adopt(self) -> None:
         """cand restarted, gobgpd did not: keep its paths until cand confirms or drops them."""
         for n in self.bgp.neighbors:
-            self.peers[n.address] = _PeerView()
+            self.peers[n.address] = _PeerView(AdjRibIn(n.address))
         for afi, safi in FAMILIES.values():
             req = pb.ListPathRequest(
                 table_type=pb.GLOBAL,
@@ -287,11 +289,21 @@ class GobgpSpeaker:
                 return
             log.error("event=gobgp_died rc=%s", rc)
             await asyncio.sleep(backoff.delay())
-            await self._ensure_gobgpd()
-            await self._configure()
-            routes = [r for r, _ in self.advertised.values()]
-            self.advertised.clear()
-            await self.advertise(routes)
+            try:
+                await self._ensure_gobgpd()
+                await self._configure()
+                routes = [r for r, _ in self.advertised.values()]
+                self.advertised.clear()
+                await self.advertise(routes)
+            except (RuntimeError, grpc.aio.AioRpcError) as e:
+                # it did not come back: try again later; established flows do not depend on
+                # it (the kernel keeps steering them) and peers keep our paths meanwhile
+                self.counters["restart_failures"] = self.counters.get("restart_failures", 0) + 1
+                log.error("event=gobgp_restart_failed error=%r", str(e)[:300])
+                if self.child is not None:
+                    await self.child.kill()  # half-configured: start from scratch next time
+                continue
+            backoff.reset()
 
     async def stop(self, mode: StopMode) -> None:
         """STOP: withdraw every path, wait until the peers have the withdrawals, end gobgpd.
@@ -458,7 +470,7 @@ class GobgpSpeaker:
 
     async def _read(self, peer: str, services: set[ServiceId] | None, emit: Emit) -> None:
         view = self.peers[peer]
-        seen: dict[tuple[InstanceKey, RouterId], InstanceRoute] = {}
+        seen: dict[PathId, InstanceRoute] = {}  # keyed by (instance, egress)
         for version, (afi, safi) in FAMILIES.items():
             wanted = [s for s in services or () if s.version == version]
             if services is not None and not wanted:
@@ -495,26 +507,18 @@ class GobgpSpeaker:
                                 str(e)[:200],
                             )
                             continue
+                        except Exception as e:  # a bug, not bad input: see cand.supervise
+                            input_bug(log, self.counters, f"gobgp path from {peer}", e)
+                            continue
                         seen[(route.key, route.egress)] = route
             except grpc.aio.AioRpcError as e:
                 self.counters["rpc_errors"] += 1
                 log.error("event=gobgp_list_failed peer=%s code=%s", peer, e.code())
                 return
-        scope = (
-            set(view.paths)
-            if services is None
-            else {k for s in services for k in view.by_prefix.get(s, ())}
-        )
-        for k in scope - set(seen):
-            view.paths.pop(k, None)
-            view.by_prefix.get(k[0].service, set()).discard(k)
-            await emit(RouteWithdrawn(peer, k[0], k[1]))
-        for k, route in seen.items():
-            if view.paths.get(k) != route:
-                view.paths[k] = route
-                view.by_prefix.setdefault(k[0].service, set()).add(k)
+        for change in view.rib.replace(seen, services):
+            if isinstance(change, RouteLearned):
                 self.counters["learned"] += 1
-                await emit(RouteLearned(peer, route))
+            await emit(change)
 
     def _decode(self, p: Any, nlri: bytes) -> InstanceRoute:
         afi = bgp_update.AFI_IP6 if p.family.afi == pb.Family.AFI_IP6 else bgp_update.AFI_IP
