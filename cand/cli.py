@@ -129,7 +129,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(configmod.json_schema(), indent=2))
         return 0
     if cmd == "validate":
+        from cand.wiring import check
+
         cfg = configmod.load(args.file)
+        check(cfg, str(args.file))
         print(f"{args.file}: OK ({len(cfg.services)} services, roles {','.join(cfg.router.roles)})")
         return 0
     if cmd == "run":
@@ -161,9 +164,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from cand import log
-    from cand.wiring import build_adapters, plan
+    from cand.wiring import build_adapters, check, plan
 
     cfg = configmod.load(args.config)
+    check(cfg, str(args.config))
     if args.plan:
         print(json.dumps(plan(cfg), indent=2))
         return 0

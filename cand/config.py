@@ -34,7 +34,8 @@ class ConfigError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are valid TOML floats, but no timer, cost or ratio here can be infinite
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 Seconds = Annotated[float, Field(ge=0)]
@@ -208,7 +209,14 @@ class NetworkCostConfig(_Model):
     @field_validator("static")
     @classmethod
     def _keys(cls, v: dict[str, float]) -> dict[str, float]:
-        return {_ip(k): c for k, c in v.items()}
+        out: dict[str, float] = {}
+        spelled: dict[str, str] = {}
+        for k, c in v.items():
+            addr = _ip(k)
+            if addr in out:
+                raise ValueError(f"{k!r} and {spelled[addr]!r} are the same router {addr}")
+            out[addr], spelled[addr] = c, k
+        return out
 
 
 class DataplaneConfig(_Model):
@@ -398,16 +406,28 @@ def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(source, problems) from None
 
 
+MAX_FILE = 1 << 20
+"""A cand.toml larger than this is refused before it is parsed (a real one is a few KiB)."""
+
+
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as f:
+            raw = f.read(MAX_FILE + 1)
     except OSError as e:
         raise ConfigError(str(p), [("(file)", e.strerror or str(e))]) from None
+    if len(raw) > MAX_FILE:
+        raise ConfigError(str(p), [("(file)", f"larger than {MAX_FILE} bytes")])
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(str(p), [("(syntax)", str(e))]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [("(syntax)", f"not UTF-8: {e}")]) from None
+    except RecursionError:
+        raise ConfigError(str(p), [("(syntax)", "arrays or tables nested too deeply")]) from None
+    except ValueError as e:
+        # TOMLDecodeError, and the ValueError of an integer of more than 4,300 digits
+        raise ConfigError(str(p), [("(syntax)", str(e)[:300])]) from None
     return parse(data, str(p))
 
 

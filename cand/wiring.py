@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cand import plugins
-from cand.config import Config
+from cand.config import Config, ConfigError
 from cand.daemon import Adapters
 from cand.ports import DataplanePlugin, MetricSourcePlugin, SpeakerPlugin
 
@@ -31,6 +31,35 @@ def build_adapters(cfg: Config) -> Adapters:
         dataplane: DataplanePlugin = plugins.load("cand.dataplanes", cfg.dataplane.kind)
         a.dataplane = dataplane.from_config(cfg)
     return a
+
+
+_PLUGIN_FIELD = {"cand.speakers": "bgp.speaker", "cand.dataplanes": "dataplane.kind"}
+
+
+def check(cfg: Config, source: str = "<config>") -> None:
+    """What `cand run` resolves before it starts anything: each plugin found, its options
+    valid, each policy known. Raises ConfigError naming the field, as `config.load` does, so
+    `cand validate` refuses what `cand run` could not start."""
+    problems: list[tuple[str, str]] = []
+    known = plugins.available("cand.policies")
+    named: list[tuple[str, str | None]] = [("decision.policy", cfg.decision.policy)]
+    named.append(("service_defaults.policy", cfg.service_defaults.policy))
+    named += [(f"services[{i}].policy", s.policy) for i, s in enumerate(cfg.services)]
+    for where, name in named:
+        if name is not None and name not in known:
+            problems.append(
+                (where, f"no policy named {name[:60]!r} (installed: {', '.join(sorted(known))})")
+            )
+    try:
+        build_adapters(cfg)
+    except plugins.PluginNotFound as e:
+        problems.append((_PLUGIN_FIELD.get(e.group, e.group), str(e)))
+    except ValueError as e:
+        # the plugins' option checks say "table.option: reason"
+        head, sep, tail = str(e).partition(": ")
+        problems.append((head, tail) if sep and " " not in head else ("(plugins)", str(e)))
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def plan(cfg: Config) -> dict[str, Any]:

@@ -95,6 +95,10 @@ class LinuxDataplane:
             raise ValueError(f"dataplane.options.proto: {options.proto} is reserved or invalid")
         if not 1 <= options.rule_priority < 32766:
             raise ValueError("dataplane.options.rule_priority: must be 1..32765")
+        if not 0 < options.reconcile_interval <= 86400:
+            raise ValueError("dataplane.options.reconcile_interval: between 0 and 86400 seconds")
+        if not 0 <= options.adopt_hold <= 86400:
+            raise ValueError("dataplane.options.adopt_hold: between 0 and 86400 seconds")
         if options.tunnel_mtu < 1280 + SRH_OVERHEAD:
             raise ValueError(f"dataplane.options.tunnel_mtu: at least {1280 + SRH_OVERHEAD}")
         source = options.encap_source or str(router)

@@ -69,7 +69,11 @@ class GobgpOptions:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> GobgpOptions:
-        return parse_options(cls, raw, "bgp.options", "gobgp")
+        opts = parse_options(cls, raw, "bgp.options", "gobgp")
+        for name in ("adopt_grace", "sync_quiet"):
+            if not 0 <= getattr(opts, name) <= 3600:
+                raise ValueError(f"bgp.options.{name}: between 0 and 3600 seconds")
+        return opts
 
 
 REFUSED_MEMORY = 4096
