@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,36 @@ from cand.view import DaemonView
 log = logging.getLogger("cand.api")
 
 COMMANDS = ("status", "routes", "services", "bindings", "rib", "stop", "restart")
-MAX_REQUEST = 4096
+MAX_REQUEST = 4096  # bytes in one request line; every request is a few dozen
+MAX_CLIENTS = 32  # connections served at once; more are told "busy" and closed
+REQUEST_TIMEOUT = 5.0  # seconds a client may take to send its line
+USAGE = 'expected one line {"cmd": "<command>"}'
 
 
 class ApiError(RuntimeError):
     """The daemon could not be asked, or refused the request."""
+
+
+class BadRequest(ValueError):
+    """A request line that is not one JSON object `{"cmd": "<command>"}`."""
+
+
+def decode_request(line: bytes) -> str:
+    """One request line into its command, or BadRequest saying why: the only parser of what
+    a local client sends, so nothing it sends can raise anything else."""
+    if len(line) > MAX_REQUEST:
+        raise BadRequest(f"request too long (more than {MAX_REQUEST} bytes)")
+    try:
+        req = json.loads(line)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise BadRequest(f"not JSON; {USAGE}") from None
+    if not isinstance(req, dict) or set(req) != {"cmd"}:
+        raise BadRequest(USAGE)
+    cmd = req["cmd"]
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        shown = repr(cmd)[:40] if isinstance(cmd, str) else type(cmd).__name__
+        raise BadRequest(f"unknown command {shown}; known: {', '.join(COMMANDS)}")
+    return cmd
 
 
 class ApiServer:
@@ -41,12 +67,16 @@ class ApiServer:
             "stop": self._stop,
             "restart": self._restart,
         }
+        self.clients = 0
+        self.counters: Counter[str] = Counter()
 
     async def serve(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        server = await asyncio.start_unix_server(self._client, path=str(self.path))
+        server = await asyncio.start_unix_server(
+            self._client, path=str(self.path), limit=MAX_REQUEST + 1
+        )
         os.chmod(self.path, 0o660)
         try:
             async with server:
@@ -56,28 +86,48 @@ class ApiServer:
                 self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: one line in, one answer out. A slow, silent, oversized or
+        disconnecting client costs at most one slot for REQUEST_TIMEOUT seconds."""
+        self.clients += 1
         try:
-            line = await reader.readline()
-            answer = await self._answer(line)
+            if self.clients > MAX_CLIENTS:
+                self.counters["busy"] += 1
+                answer: dict[str, Any] = {"ok": False, "error": "busy: too many API clients"}
+            else:
+                answer = await self._read_and_answer(reader)
             writer.write(json.dumps(answer, default=str).encode() + b"\n")
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+        except (ConnectionError, TimeoutError):
+            self.counters["dropped"] += 1
         finally:
+            self.clients -= 1
             writer.close()
 
-    async def _answer(self, line: bytes) -> dict[str, Any]:
-        if len(line) > MAX_REQUEST:
-            return {"ok": False, "error": "request too long"}
+    async def _read_and_answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
         try:
-            req = json.loads(line)
-            cmd = req["cmd"]
-        except (ValueError, KeyError, TypeError):
-            return {"ok": False, "error": 'expected {"cmd": "<command>"}'}
-        handler = self.handlers.get(cmd) if isinstance(cmd, str) else None
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}"}
-        return {"ok": True, "data": await handler()}
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+        except TimeoutError:
+            self.counters["timeout"] += 1
+            return {"ok": False, "error": f"no request line within {REQUEST_TIMEOUT:g} s"}
+        except ValueError:  # the stream limit: LimitOverrunError inside readline
+            line = b"x" * (MAX_REQUEST + 1)
+        return await self._answer(line)
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            cmd = decode_request(line)
+        except BadRequest as e:
+            self.counters["bad_request"] += 1
+            log.warning("event=api_bad_request why=%r", str(e))
+            return {"ok": False, "error": str(e)}
+        self.counters[cmd] += 1
+        try:
+            data = await self.handlers[cmd]()
+        except Exception as e:  # a boundary: one failed answer must not end the API
+            self.counters["failed"] += 1
+            log.exception("event=api_failed cmd=%s", cmd)
+            return {"ok": False, "error": f"{cmd} failed in the daemon: {e!r}"}
+        return {"ok": True, "data": data}
 
     async def _stop(self) -> Any:
         self.daemon.request_stop(StopMode.STOP)
@@ -88,7 +138,7 @@ class ApiServer:
         return {"stopping": "restart"}
 
     async def _status(self) -> Any:
-        return self.daemon.status()
+        return {**self.daemon.status(), "api": dict(self.counters)}
 
     async def _rib(self) -> Any:
         return self.daemon.rib_json()
@@ -118,7 +168,13 @@ async def request(path: Path, cmd: str, timeout: float = 5.0) -> Any:
         raise ApiError(f"the daemon at {path} did not answer: {e!r}") from None
     finally:
         writer.close()
-    answer = json.loads(line)
-    if not answer.get("ok"):
-        raise ApiError(answer.get("error", "unknown error"))
-    return answer["data"]
+    try:
+        answer = json.loads(line)
+    except (ValueError, RecursionError):
+        answer = None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        why = "closed the connection" if not line else f"answered {line[:80]!r}"
+        raise ApiError(f"the daemon at {path} {why} instead of a JSON answer")
+    if not answer["ok"]:
+        raise ApiError(str(answer.get("error", "unknown error")))
+    return answer.get("data")
