@@ -7,9 +7,10 @@ instances dying; reconnects back off with jitter and resubscribe, and the retain
 resync the state without a flap (exact re-deliveries are recognised and ignored).
 
 Last Wills need care: a broker publishes every client's will when it shuts down, and keeps
-them as retained messages. So a will (a `down` whose seq is its epoch) is held back briefly
-(`will_confirm`) and discarded if our own connection drops meanwhile; a retained will found on
-subscribing is held for `will_grace`, and a newer report from the instance cancels it.
+them as retained messages. So a will (a `down` whose seq is its epoch) carries a hold-back for
+the engine (`InstanceReported.hold`, a deadline there, testable on a fake clock): briefly
+(`will_confirm`) for a live one, which is discarded if our own connection drops meanwhile, and
+`will_grace` for a retained one found on subscribing; a newer report from the instance cancels it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import aiomqtt
 from cand.broker import Backoff, BrokerSettings, make_client, read_secret
 from cand.config import Config, MqttConfig
 from cand.engine.events import InstanceReported, MetricsReachable
-from cand.model import InstanceKey, RouterId, ServiceId
+from cand.model import RouterId, ServiceId
 from cand.ports import Emit
 from cand.supervise import input_bug
 from cand.wire import mqtt as wire
@@ -63,10 +64,6 @@ class MqttMetricSource:
         self.connected = False
         self.connects = 0
         self._last_log: dict[str, float] = {}
-        self._held: dict[InstanceKey, asyncio.Task[None]] = {}
-        self.wills_applied = 0
-        self.wills_cancelled = 0
-        self.wills_discarded = 0
         self.counters: dict[str, int] = {}
         self.resyncs = 0
         self._queue: asyncio.Queue[aiomqtt.Message] | None = None
@@ -113,14 +110,11 @@ class MqttMetricSource:
                             await resync
             except aiomqtt.MqttError as e:
                 delay = backoff.delay()
-                self._drop_held("connection lost")
                 if self.connected:
                     await emit(MetricsReachable(False))
                 self.connected = False
                 log.warning("event=mqtt_lost error=%r retry_in=%.2f", str(e), delay)
                 await asyncio.sleep(delay)
-            finally:
-                self._drop_held("stopping")
 
     async def _read(self, client: aiomqtt.Client, emit: Emit) -> None:
         async for message in client.messages:
@@ -135,7 +129,7 @@ class MqttMetricSource:
                 input_bug(log, self.counters, f"mqtt {message.topic.value!r}", e)
                 continue
             if got is not None:
-                await self._deliver(got, emit)
+                await emit(got)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         for service in sorted(self.services):
@@ -183,37 +177,11 @@ class MqttMetricSource:
 
         return Queue
 
-    async def _deliver(self, got: tuple[InstanceReported, float], emit: Emit) -> None:
-        event, hold = got
-        held = self._held.pop(event.key, None)
-        if held is not None:
-            held.cancel()  # a newer report: the instance is alive after all
-            self.wills_cancelled += 1
-        if hold <= 0:
-            await emit(event)
-            return
-
-        async def later() -> None:
-            await asyncio.sleep(hold)
-            self._held.pop(event.key, None)
-            self.wills_applied += 1
-            await emit(event)
-
-        self._held[event.key] = asyncio.create_task(later(), name=f"will {event.key}")
-
-    def _drop_held(self, why: str) -> None:
-        if self._held:
-            log.info("event=mqtt_wills_discarded count=%d why=%s", len(self._held), why)
-        for task in self._held.values():
-            task.cancel()
-            self.wills_discarded += 1
-        self._held.clear()
-
     def handle(
         self, topic: str, payload: bytes, expiry: float | None, retained: bool = False
-    ) -> tuple[InstanceReported, float] | None:
-        """One message to at most one event and how long to hold it back (Last Wills only).
-        Never raises for anything a publisher can send."""
+    ) -> InstanceReported | None:
+        """One message to at most one event, a Last Will with how long the engine holds it
+        back. Never raises for anything a publisher can send."""
         try:
             key = wire.parse_topic(topic, self.cfg.topic_prefix)
             if key.service not in self.services:
@@ -237,10 +205,9 @@ class MqttMetricSource:
         hold = 0.0
         if report.is_will:
             hold = self.cfg.will_grace if retained else self.cfg.will_confirm
-        event = InstanceReported(
-            report.key, report.state, report.metrics, report.seq, ttl, origin_ts=report.ts
+        return InstanceReported(
+            report.key, report.state, report.metrics, report.seq, ttl, report.ts, hold
         )
-        return event, hold
 
     def _check_clock(self, report: wire.Report) -> None:
         """A seq or ts from the future would pin the instance (every real report after it
@@ -271,9 +238,6 @@ class MqttMetricSource:
             "connects": self.connects,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
-            "wills_applied": self.wills_applied,
-            "wills_cancelled": self.wills_cancelled,
-            "wills_discarded": self.wills_discarded,
             "instances_tracked": len(self.sequencer),
             "instances_forgotten": self.sequencer.forgotten,
             "sequence_gaps": self.sequencer.gaps,

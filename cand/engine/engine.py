@@ -68,6 +68,7 @@ class Engine:
         self.damper = Damper(config.damping)
         self.table: dict[ServiceId, ServiceEntry] = {}
         self.metrics_reachable = True
+        self.held: dict[InstanceKey, tuple[float, InstanceReported]] = {}  # due, will
         classes = dict(BUILTIN)
         classes.update(policies or {})
         self._policies: dict[str, Policy] = {n: cls(config.policy) for n, cls in classes.items()}
@@ -82,6 +83,10 @@ class Engine:
             "recomputes": 0,
             "rejected_reports": 0,
             "stale_reports": 0,
+            "wills_held": 0,
+            "wills_applied": 0,
+            "wills_cancelled": 0,
+            "wills_discarded": 0,
         }
 
     # --- public ----------------------------------------------------------------------------
@@ -119,6 +124,11 @@ class Engine:
             case CostChanged(egress=egress, cost=cost):
                 dirty |= self.rib.set_cost(egress, cost)
             case MetricsReachable(reachable=reachable, grace=grace):
+                if not reachable:
+                    # our own connection dropped: the broker may publish wills of instances
+                    # that are alive; whatever was held back was not confirmed
+                    self.counters["wills_discarded"] += len(self.held)
+                    self.held.clear()
                 self.metrics_reachable = reachable
                 self.rib.hold_local(now + grace if reachable else None)
             case Tick():
@@ -136,6 +146,7 @@ class Engine:
         """When the engine next wants a Tick, were nothing else to happen."""
         times = [e.expires_at for e in self.rib.local.values() if e.expires_at is not None]
         times += [e.stale_until for e in self.rib.remote.values() if e.stale_until is not None]
+        times += [due for due, _ in self.held.values()]
         d = self.damper.next_deadline()
         if d is not None:
             times.append(d)
@@ -164,6 +175,12 @@ class Engine:
 
     def _on_report(self, ev: InstanceReported, now: float, dirty: set[ServiceId]) -> list[Effect]:
         key = ev.key
+        if self.held.pop(key, None) is not None:
+            self.counters["wills_cancelled"] += 1  # the instance spoke again: it is alive
+        if ev.hold > 0:
+            self.held[key] = (now + ev.hold, replace(ev, hold=0.0))
+            self.counters["wills_held"] += 1
+            return []
         if not self.config.egress or key.service not in self.config.services:
             self.counters["rejected_reports"] += 1
             return []
@@ -201,6 +218,10 @@ class Engine:
 
     def _on_tick(self, now: float, touched: set[ServiceId]) -> list[Effect]:
         effects: list[Effect] = []
+        for key in [k for k, (due, _) in self.held.items() if due <= now]:
+            _, will = self.held.pop(key)
+            self.counters["wills_applied"] += 1
+            effects += self._on_report(will, now, touched)
         for key in self.rib.expired_local(now):
             gone = self.rib.remove_local(key)
             effects += self._damp(key, None, now)

@@ -22,6 +22,10 @@ class InstanceReported:
     ttl: float | None = None
     origin_ts: float | None = None
     """The publisher's wall clock when it sent the report: for latency tracing only."""
+    hold: float = 0.0
+    """Seconds to hold this report back before it applies: a Last Will may be the broker's
+    doing, not the instance's (see `cand.adapters.mqtt`). A newer report from the instance
+    cancels it, and so does losing the broker (MetricsReachable(False))."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,10 +118,11 @@ def test_broker_restart_resyncs_without_flapping(broker: Broker, tmp_path: Path)
                 )
                 # never withdrawn, never down, during the outage and after it
                 assert rec.of(Withdraw) == []
-                assert reports(rec, InstanceState.DOWN) == []
+                # the only downs are wills held back by the engine, never a plain down
+                assert [r for r in reports(rec, InstanceState.DOWN) if r.hold == 0] == []
                 assert key(1) in daemon.engine.rib.local
                 # the broker did publish our will on shutdown: it was recognised and not applied
-                st = daemon.adapters.sources[0].status()
+                st = daemon.engine.counters
                 assert st["wills_discarded"] + st["wills_cancelled"] >= 1, st
                 assert st["wills_applied"] == 0
 

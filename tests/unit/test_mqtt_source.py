@@ -18,13 +18,12 @@ def source() -> MqttMetricSource:
 def test_good_message_becomes_an_event_with_expiry() -> None:
     s = source()
     raw = wire.encode(InstanceState.UP, Metrics(cpu=0.5), 7, 1.0)
-    got = s.handle(TOPIC, raw, 12.0)
-    assert got is not None
-    ev, hold = got
-    assert ev.key == key(1) and ev.seq == 7 and ev.ttl == 12.0 and hold == 0
+    ev = s.handle(TOPIC, raw, 12.0)
+    assert ev is not None
+    assert ev.key == key(1) and ev.seq == 7 and ev.ttl == 12.0 and ev.hold == 0
     assert s.handle(TOPIC, raw, 12.0) is None  # re-delivery
     got2 = s.handle(TOPIC, wire.encode(InstanceState.UP, Metrics(), 8, 1.0), None)
-    assert got2 is not None and got2[0].ttl == 20.0
+    assert got2 is not None and got2.ttl == 20.0
     assert s.status()["accepted"] == 2 and s.status()["duplicates"] == 1
 
 
@@ -50,10 +49,10 @@ def test_wills_are_held_back_live_briefly_retained_longer() -> None:
     s.handle(TOPIC, wire.encode(InstanceState.UP, Metrics(), 11, 1.0, epoch=10), None)
     will = wire.encode(InstanceState.DOWN, Metrics(), 10, 1.0, epoch=10)
     got = s.handle(TOPIC, will, None)
-    assert got is not None and got[1] == s.cfg.will_confirm
+    assert got is not None and got.hold == s.cfg.will_confirm
     other = wire.topic(key(2))
     got = s.handle(other, wire.encode(InstanceState.DOWN, Metrics(), 5, 1.0), None, retained=True)
-    assert got is not None and got[1] == s.cfg.will_grace
+    assert got is not None and got.hold == s.cfg.will_grace
     goodbye = wire.encode(InstanceState.DOWN, Metrics(), 30, 1.0, epoch=29)
     got = s.handle(TOPIC, goodbye, None)
-    assert got is not None and got[1] == 0  # a clean goodbye is not held
+    assert got is not None and got.hold == 0  # a clean goodbye is not held
