@@ -257,7 +257,7 @@ def _agent(args: argparse.Namespace) -> int:
     from cand import log
     from cand.agent import CgroupCollector, MetricAgent, ProcessCollector
     from cand.agent.collect import Collector
-    from cand.broker import BrokerSettings
+    from cand.mqtt_client import BrokerSettings
 
     log.configure("info")
     settings = BrokerSettings.from_url(args.broker)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cand.adapters.speaker_setup import SpeakerSetup
-from cand.broker import Backoff
+from cand.backoff import Backoff
 from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced
 from cand.model import InstanceKey, InstanceRoute, RouterId

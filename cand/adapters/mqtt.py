@@ -25,10 +25,11 @@ from typing import Any
 
 import aiomqtt
 
-from cand.broker import Backoff, BrokerSettings, make_client, read_secret
+from cand.backoff import Backoff
 from cand.config import Config, MqttConfig
 from cand.engine.events import InstanceReported, MetricsReachable
 from cand.model import RouterId, ServiceId
+from cand.mqtt_client import BrokerSettings, make_client, read_secret
 from cand.ports import Emit
 from cand.supervise import input_bug
 from cand.wire import mqtt as wire

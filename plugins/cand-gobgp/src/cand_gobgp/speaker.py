@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from cand.adapters.speaker_setup import SpeakerSetup
-from cand.broker import Backoff
+from cand.backoff import Backoff
 from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced, RouteLearned
 from cand.model import InstanceKey, InstanceRoute, ServiceId
