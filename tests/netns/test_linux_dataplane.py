@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cand_testbed import dataplane_driver
 
-from cand.lab import dataplane_driver
 from cand.lab.netns import Topology
 
 pytestmark = pytest.mark.netns

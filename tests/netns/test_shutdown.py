@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cand_testbed.agent_driver import AgentProcess
+from cand_testbed.routers import SERVICE, cand_toml, received, start_cand, start_mosquitto, wait_api
 
 from cand.api import request
-from cand.lab.agent_driver import AgentProcess
 from cand.lab.netns import Topology
-from cand.lab.routers import SERVICE, cand_toml, received, start_cand, start_mosquitto, wait_api
 from cand.wire import bgp_update
 from tests.netns.test_bgp_gobgp import BINDING, STEPS, capture, follow, view
 
@@ -190,6 +190,6 @@ def test_restart_withdraws_nothing_and_the_new_daemon_takes_over(
 
 
 def _cand(*args: str) -> list[str]:
-    from cand.lab.routers import CAND
+    from cand_testbed.routers import CAND
 
     return [*CAND, *args]

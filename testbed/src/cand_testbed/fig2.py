@@ -108,7 +108,7 @@ class Fig2:
         return found
 
     def kill_instance(self, instance: str) -> None:
-        for pid in self.pids(instance, "cand.lab.instance"):
+        for pid in self.pids(instance, "cand_testbed.instance"):
             os.kill(pid, signal.SIGKILL)
 
     def start_instance(self, instance: str) -> None:
@@ -160,7 +160,7 @@ class Fig2:
 
     def once(self, client: str, dsid: str) -> dict[str, Any]:
         out = subprocess.run(
-            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand.lab.load",
+            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand_testbed.load",
              "--dsid", dsid, "--once"],
             capture_output=True, text=True, timeout=30,
         ).stdout  # fmt: skip
@@ -178,8 +178,8 @@ class Fig2:
     ) -> subprocess.Popen[str]:
         args = [a for d in dsids for a in ("--dsid", d)]
         p = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand.lab.load", *args,
-             "--rate", str(rate), "--keep", str(keep), "--duration", str(duration),
+            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand_testbed.load",
+             *args, "--rate", str(rate), "--keep", str(keep), "--duration", str(duration),
              "--every", str(every)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
