@@ -20,7 +20,7 @@ from typing import Any
 from cand.api import ApiError, request
 from cand.lab import clab
 
-LAB_DIR = Path(__file__).resolve().parents[2] / "labs" / "dyncast-fig2"
+LAB_DIR = Path(__file__).resolve().parents[3] / "labs" / "dyncast-fig2"  # the repository's labs/
 WEB, APP = "2001:db8:5::1", "2001:db8:5::2"
 INSTANCES = {
     "web-2": (WEB, "2001:db8:2a::10", "dr2"),
