@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from cand.ports import StopMode
+from cand.reload import ReloadRefused
 from cand.view import DaemonView
 
 log = logging.getLogger("cand.api")
 
-COMMANDS = ("status", "routes", "services", "bindings", "rib", "stop", "restart")
+COMMANDS = ("status", "routes", "services", "bindings", "rib", "reload", "stop", "restart")
 MAX_REQUEST = 4096  # bytes in one request line; every request is a few dozen
 MAX_CLIENTS = 32  # connections served at once; more are told "busy" and closed
 REQUEST_TIMEOUT = 5.0  # seconds a client may take to send its line
@@ -64,6 +65,7 @@ class ApiServer:
             "services": self._services,
             "bindings": self._bindings,
             "rib": self._rib,
+            "reload": self.daemon.reload,
             "stop": self._stop,
             "restart": self._restart,
         }
@@ -123,6 +125,8 @@ class ApiServer:
         self.counters[cmd] += 1
         try:
             data = await self.handlers[cmd]()
+        except ReloadRefused as e:
+            return {"ok": False, "error": f"reload refused, the running configuration stays: {e}"}
         except Exception as e:  # a boundary: one failed answer must not end the API
             self.counters["failed"] += 1
             log.exception("event=api_failed cmd=%s", cmd)

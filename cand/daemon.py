@@ -9,13 +9,16 @@ effects coalesced: a burst of 120k route events programs each service once, not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cand import __version__, plugins
+from cand import config as configmod
 from cand.config import Config
 from cand.engine import (
     Advertise,
@@ -23,12 +26,14 @@ from cand.engine import (
     Effect,
     Engine,
     Event,
+    Reconfigured,
     Tick,
     Withdraw,
 )
 from cand.lane import Lane, coalesce
 from cand.model import RouterId
 from cand.ports import AdapterError, Dataplane, MetricSource, Speaker, StopMode
+from cand.reload import ReloadRefused, plan_reload
 
 log = logging.getLogger("cand.daemon")
 
@@ -48,8 +53,10 @@ class Daemon:
         config: Config,
         adapters: Adapters,
         clock: Callable[[], float] = time.monotonic,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
         self.adapters = adapters
         self.clock = clock
         self.engine = Engine(
@@ -59,7 +66,14 @@ class Daemon:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.started = time.time()
         self.ready = asyncio.Event()
-        self.counters = {"effects": 0, "batches": 0, "adapter_errors": 0, "adapter_bugs": 0}
+        self.counters = {
+            "effects": 0,
+            "batches": 0,
+            "adapter_errors": 0,
+            "adapter_bugs": 0,
+            "reloads": 0,
+            "reloads_refused": 0,
+        }
         self.listeners: list[Callable[[Sequence[Event], Sequence[Effect]], None]] = []
         self.lanes: dict[str, Lane] = {}
         if adapters.dataplane is not None:
@@ -68,6 +82,7 @@ class Daemon:
             self.lanes["speaker"] = Lane("speaker", _speaker_apply(adapters.speaker), self)
         self.stop_mode: StopMode | None = None
         self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
 
     async def emit(self, event: Event) -> None:
         await self.queue.put(event)
@@ -78,6 +93,54 @@ class Daemon:
             self.stop_mode = mode
             log.info("event=stop_requested mode=%s", mode.value)
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload soon, inside the daemon's TaskGroup (several signals, one reload)."""
+        self._reload.set()
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            with contextlib.suppress(ReloadRefused):  # logged and counted; the old one stays
+                await self.reload()
+
+    async def reload(self) -> dict[str, Any]:
+        """`cand reload`, SIGHUP: read the config file again and apply what changed in place.
+
+        A file that does not validate (or asks the engine for what only a restart can change)
+        is refused with the reason and the running configuration stays in force."""
+        from cand import wiring  # wiring builds Adapters from here: imported late
+
+        if self.config_path is None:
+            raise ReloadRefused("the daemon was not started from a config file")
+        try:
+            new = configmod.load(self.config_path)
+            wiring.check(new, str(self.config_path))
+        except configmod.ConfigError as e:
+            self.counters["reloads_refused"] += 1
+            log.warning("event=reload_refused why=%r", str(e))
+            raise ReloadRefused(str(e)) from None
+        plan = plan_reload(self.config, new)
+        problems = self.engine.reload_problems(plan.engine)
+        if problems:
+            self.counters["reloads_refused"] += 1
+            raise ReloadRefused("; ".join(problems))
+        self.config = plan.effective
+        await self.queue.put(Reconfigured(plan.engine))
+        for egress, cost in plan.costs:
+            await self.queue.put(CostChanged(egress, cost))
+        for source in self.adapters.sources:
+            await source.set_services(plan.services)
+        if "log" in plan.changed:
+            logging.getLogger().setLevel(plan.effective.log.level.upper())
+        self.counters["reloads"] += 1
+        log.info(
+            "event=reloaded changed=%s needs_restart=%s",
+            ",".join(plan.changed) or "-",
+            ",".join(plan.needs_restart) or "-",
+        )
+        return plan.summary()
 
     async def run(self) -> StopMode:
         """Run until `request_stop`, then stop in order: the metric sources first (nothing new
@@ -96,6 +159,7 @@ class Daemon:
                 ]
                 engine = tg.create_task(self._consume(), name="engine")
                 tg.create_task(api.serve(), name="api")
+                tg.create_task(self._reloads(), name="reloads")
                 if self.config.prometheus.listen:
                     from cand.metrics import serve as serve_metrics
 

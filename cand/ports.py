@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cand.engine.effects import Effect
 from cand.engine.events import Event
-from cand.model import Binding, InstanceKey, InstanceRoute
+from cand.model import Binding, InstanceKey, InstanceRoute, ServiceId
 
 if TYPE_CHECKING:
     from cand.config import Config
@@ -43,6 +43,10 @@ class MetricSource(Protocol):
     """Turns D-MA reports into `InstanceReported` events (MQTT in cand)."""
 
     async def run(self, emit: Emit) -> None: ...
+
+    async def set_services(self, services: frozenset[ServiceId]) -> None:
+        """`cand reload`: accept reports for exactly these D-SIDs from now on."""
+        ...
 
     def status(self) -> dict[str, Any]: ...
 

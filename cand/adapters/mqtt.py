@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections import Counter
@@ -53,10 +54,9 @@ class MqttMetricSource:
         self.services = frozenset(services)
         self.clock = clock
         self.wall_clock = wall_clock
-        # addresses that are never an instance here: our own and every service's
-        self._not_bindings = {s.address for s in self.services}
-        if router is not None:
-            self._not_bindings.add(router.address)
+        self.router = router
+        self._client: aiomqtt.Client | None = None
+        self._not_bindings = self._never_instances()
         # forgotten long after its last report can have expired (so no replay window opens)
         self.sequencer = wire.Sequencer(cfg.max_instances, forget_after=2 * cfg.max_expiry)
         self.dropped: Counter[str] = Counter()
@@ -97,6 +97,7 @@ class MqttMetricSource:
             try:
                 async with make_client(settings, None, self._queue_type(), c.max_queue) as client:
                     await self._subscribe(client)
+                    self._client = client
                     self.connected = True
                     self.connects += 1
                     backoff.reset()
@@ -106,10 +107,12 @@ class MqttMetricSource:
                     try:
                         await self._read(client, emit)
                     finally:
+                        self._client = None
                         resync.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await resync
             except aiomqtt.MqttError as e:
+                self._client = None
                 delay = backoff.delay()
                 if self.connected:
                     await emit(MetricsReachable(False))
@@ -131,6 +134,30 @@ class MqttMetricSource:
                 continue
             if got is not None:
                 await emit(got)
+
+    def _never_instances(self) -> set[ipaddress.IPv6Address | ipaddress.IPv4Address]:
+        """Addresses that are never an instance here: our own and every service's."""
+        out = {s.address for s in self.services}
+        if self.router is not None:
+            out.add(self.router.address)
+        return out
+
+    async def set_services(self, services: frozenset[ServiceId]) -> None:
+        """A reload changed the configured D-SIDs: subscribe to the new ones (their retained
+        reports arrive at once) and stop listening to the removed ones."""
+        added, removed = services - self.services, self.services - services
+        self.services = services
+        self._not_bindings = self._never_instances()
+        client = self._client
+        if client is None:
+            return  # the next (re)connect subscribes to exactly these
+        try:
+            for service in sorted(removed):
+                await client.unsubscribe(wire.subscription(self.cfg.topic_prefix, service))
+            for service in sorted(added):
+                await client.subscribe(wire.subscription(self.cfg.topic_prefix, service), 1)
+        except aiomqtt.MqttError as e:  # the reconnect will subscribe from self.services
+            log.warning("event=mqtt_resubscribe_failed error=%r", str(e))
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         for service in sorted(self.services):

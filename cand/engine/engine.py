@@ -29,6 +29,7 @@ from cand.engine.events import (
     MetricsReachable,
     PeerDown,
     PeerSynced,
+    Reconfigured,
     RouteLearned,
     RouteWithdrawn,
     Tick,
@@ -131,6 +132,8 @@ class Engine:
                     self.held.clear()
                 self.metrics_reachable = reachable
                 self.rib.hold_local(now + grace if reachable else None)
+            case Reconfigured(config=config):
+                return self._reconfigure(config, now, dirty)
             case Tick():
                 return self._on_tick(now, dirty)
             case _:
@@ -214,6 +217,47 @@ class Engine:
                 effects.append(ProgramLocalInstance(key, sid))
             effects += self._damp(key, route, now)
         dirty.add(key.service)
+        return effects
+
+    def reload_problems(self, new: EngineConfig) -> list[str]:
+        """Why `new` cannot replace the running configuration in place (empty: it can)."""
+        problems = []
+        for name in ("router", "locator", "ingress", "egress"):
+            if getattr(new, name) != getattr(self.config, name):
+                problems.append(f"{name} changes only with a restart")
+        specs = [*new.services.values(), *([new.default_spec] if new.default_spec else [])]
+        for spec in specs:
+            if spec.policy not in self._policies:
+                problems.append(f"service {spec.service}: unknown policy {spec.policy!r}")
+        return problems
+
+    def _reconfigure(self, new: EngineConfig, now: float, dirty: set[ServiceId]) -> list[Effect]:
+        """Apply a reloaded configuration: a removed service's local instances are withdrawn
+        and its entry removed (unless unknown D-SIDs are steered anyway), every other service
+        is decided again under the new policies. Established flows are the data plane's: a
+        new entry never moves a bound flow."""
+        if self.reload_problems(new):
+            self.counters["reconfigure_refused"] = self.counters.get("reconfigure_refused", 0) + 1
+            return []  # the daemon checks first; an engine never raises on an event
+        policies = {n: type(p)(new.policy) for n, p in self._policies.items()}
+        old = self.config
+        self.config, self._policies = new, policies
+        self.damper.params = new.damping
+        self.rib.default_cost = new.default_cost
+        self.rib.limits = new.limits
+        self.counters["reconfigured"] = self.counters.get("reconfigured", 0) + 1
+        effects: list[Effect] = []
+        for service in set(old.services) - set(new.services):
+            for key in [k for k in self.rib.local if k.service == service]:
+                self.held.pop(key, None)
+                gone = self.rib.remove_local(key)
+                effects += self._damp(key, None, now)
+                if gone is not None and gone.route.sid is not None:
+                    effects.append(RemoveLocalInstance(key, gone.route.sid))
+            if self.spec_for(service) is None and self.table.pop(service, None) is not None:
+                effects.append(RemoveService(service))
+        # every service is decided again: policy, flow key or default may have changed
+        dirty |= set(new.services) | set(self.table)
         return effects
 
     def _on_tick(self, now: float, touched: set[ServiceId]) -> list[Effect]:

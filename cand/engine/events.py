@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cand.model import InstanceKey, InstanceRoute, InstanceState, Metrics, RouterId
+
+if TYPE_CHECKING:
+    from cand.engine.engine import EngineConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,16 @@ class MetricsReachable:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconfigured:
+    """`cand reload`: the engine's part of a new, already validated configuration.
+
+    Services, policies, damping, the default cost and the limits change in place; what only a
+    restart can change (router id, locator, roles) the daemon has refused before this."""
+
+    config: EngineConfig
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: expire what is stale, send what damping held back."""
 
@@ -95,5 +109,6 @@ Event = (
     | PeerSynced
     | CostChanged
     | MetricsReachable
+    | Reconfigured
     | Tick
 )
