@@ -42,7 +42,7 @@ port = {broker.port}
 keepalive = 5
 
 [api]
-socket = "{tmp / 'cand.sock'}"
+socket = "{tmp / "cand.sock"}"
 
 [prometheus]
 listen = ""
@@ -119,7 +119,7 @@ def test_a_bad_file_is_refused_and_what_needs_a_restart_is_named(
                 await request(sock, "reload")
             assert daemon.config == cfg and daemon.counters["reloads_refused"] == 2
             changed = good.replace("keepalive = 5", "keepalive = 7").replace(
-                "[log]", '[damping]\nhalf_life = 30.0\n\n[log]'
+                "[log]", "[damping]\nhalf_life = 30.0\n\n[log]"
             )
             conf.write_text(changed)
             done = await request(sock, "reload")
