@@ -112,10 +112,10 @@ def test_a_bad_file_is_refused_and_what_needs_a_restart_is_named(
         async with running(cfg, conf) as (daemon, _):
             sock = cfg.api.socket
             conf.write_text(good.replace('name = "s0"', 'name = "s0"\npolicy = "fastest"'))
-            with pytest.raises(ApiError, match="(?s)reload refused.*services\\[0\\].policy"):
+            with pytest.raises(ApiError, match=r"(?s)reload refused.*services\[0\]\.policy"):
                 await request(sock, "reload")
             conf.write_text(good.replace("keepalive = 5", "keepalive = 5000000"))
-            with pytest.raises(ApiError, match="mqtt.keepalive"):
+            with pytest.raises(ApiError, match=r"mqtt\.keepalive"):
                 await request(sock, "reload")
             assert daemon.config == cfg and daemon.counters["reloads_refused"] == 2
             changed = good.replace("keepalive = 5", "keepalive = 7").replace(
