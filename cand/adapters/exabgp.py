@@ -13,7 +13,8 @@ process: a new ExaBGP (it died and was started again) holds nothing and gets eve
 path; an ExaBGP whose process relay alone reconnected gets what changed meanwhile, withdrawals
 included.
 
-Stopping: STOP withdraws every path, waits until ExaBGP
+Stopping: STOP (after announcing every path again with GRACEFUL_SHUTDOWN and waiting
+`bgp.graceful_shutdown` seconds, when that is > 0) withdraws every path, waits until ExaBGP
 has acknowledged the withdrawals and had a moment to send them, then ends it with SIGTERM (it
 sends a Cease); RESTART ends it with SIGKILL, so no NOTIFICATION goes out and the peers keep
 its paths under graceful restart
@@ -116,6 +117,7 @@ class ExabgpSpeaker:
             "malformed": 0,
             "restarts": 0,
             "reannounced": 0,
+            "graceful_shutdown": 0,
             "command_errors": 0,
         }
         self._writer: asyncio.StreamWriter | None = None
@@ -260,6 +262,18 @@ class ExabgpSpeaker:
         if mode is StopMode.RESTART:
             await self.child.kill()
             return
+        wait = self.bgp.graceful_shutdown
+        if self._writer is not None and wait > 0 and len(self.out):
+            # RFC 8326: every path once more, least preferred, then the withdrawals
+            for route in self.out.graceful_shutdown().values():
+                self._send(command(route, self.asn, self.locator_len))
+                self.counters["graceful_shutdown"] += 1
+            log.info("event=bgp_graceful_shutdown paths=%d wait=%gs", len(self.out), wait)
+            start = time.monotonic()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+            await self._acknowledged(timeout=min(wait, 3.0))
+            await asyncio.sleep(max(0.0, wait - (time.monotonic() - start)))
         if self._writer is not None:
             for key in dict.fromkeys([*self.held, *self.out]):
                 self._send(withdraw_command(key, self.egress))

@@ -16,6 +16,7 @@ comparing routes is comparing attributes. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -96,6 +97,12 @@ class AdjRibOut:
     ) -> RibDiff[InstanceKey, InstanceRoute]:
         """What the speaker must send when it really holds `actual`."""
         return reconcile(self._routes, actual)
+
+    def graceful_shutdown(self) -> dict[InstanceKey, InstanceRoute]:
+        """Every wanted path once more, marked GRACEFUL_SHUTDOWN (RFC 8326), for a stop:
+        receivers move new flows elsewhere before the withdrawal comes. What is wanted is
+        left as it is."""
+        return {k: dataclasses.replace(r, graceful_shutdown=True) for k, r in self._routes.items()}
 
 
 def _sorted_items(items: list[tuple[K, V]]) -> list[tuple[K, V]]:

@@ -20,7 +20,9 @@ drift right: a path of cand's deleted behind its back (`gobgp global rib del`) i
 a Dyncast path cand does not want (added by hand, or a second copy) is deleted, one with other
 attributes is replaced. Paths that do not decode as Dyncast routes are not cand's: left alone.
 
-Stopping (`stop`): STOP withdraws every path and waits until no peer's adj-RIB-out holds one
+Stopping (`stop`): STOP first, with `bgp.graceful_shutdown` > 0, announces every path again
+with GRACEFUL_SHUTDOWN (RFC 8326) and waits that long (receivers move new flows elsewhere);
+then it withdraws every path and waits until no peer's adj-RIB-out holds one
 of them any more, then ends gobgpd; RESTART leaves gobgpd and its sessions as they are.
 """
 
@@ -130,6 +132,7 @@ class GobgpSpeaker:
             "rib_out_checks": 0,
             "drift_announced": 0,
             "drift_withdrawn": 0,
+            "graceful_shutdown": 0,
         }
         self._dirty: dict[str, set[ServiceId]] = {}
         self._resync: set[str] = set()
@@ -401,6 +404,8 @@ class GobgpSpeaker:
             log.info("event=gobgp_left_running pid=%s", self.child.pid if self.child else None)
             return
         if self.stub is not None and self._ready.is_set():
+            if self.bgp.graceful_shutdown > 0 and len(self.out):
+                await self._graceful_shutdown(self.bgp.graceful_shutdown)
             keys = list(self.out) + list(self.adopted)
             if keys:
                 before = await self._sent()
@@ -410,6 +415,25 @@ class GobgpSpeaker:
             await self.child.stop()
             with contextlib.suppress(FileNotFoundError):
                 Path(self.opts.socket).unlink()
+
+    async def _graceful_shutdown(self, wait: float) -> None:
+        """Every wanted path once more with GRACEFUL_SHUTDOWN; until the peers have it, and
+        at least `wait` seconds, before the withdrawals follow."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        before = await self._sent()
+        async with self._out_lock:
+            for route in self.out.graceful_shutdown().values():
+                req = pb.AddPathRequest(table_type=pb.GLOBAL, path=self._path(route))
+                if await self._rpc(self.stub.AddPath(req)):
+                    self.counters["graceful_shutdown"] += 1
+        log.info(
+            "event=bgp_graceful_shutdown paths=%d wait=%gs",
+            self.counters["graceful_shutdown"],
+            wait,
+        )
+        await self._flushed(before, timeout=wait)
+        await asyncio.sleep(max(0.0, wait - (loop.time() - start)))
 
     async def _sent(self) -> dict[str, tuple[int, int]]:
         """Per established peer: UPDATEs gobgpd has written to the session, and its output
