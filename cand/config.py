@@ -157,11 +157,17 @@ class NeighborConfig(_Model):
         return _ip(v)
 
 
+GRACEFUL_SHUTDOWN_MAX = 60.0
+
+
 class BgpConfig(_Model):
     speaker: str = "gobgp"
     router_id: str | None = Field(default=None, description="BGP identifier (IPv4 dotted quad)")
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 179
     graceful_restart: Annotated[int, Field(ge=0, le=4095)] = 120
+    graceful_shutdown: Annotated[float, Field(ge=0, le=GRACEFUL_SHUTDOWN_MAX)] = 0.0
+    """On a stop, announce every path with GRACEFUL_SHUTDOWN (RFC 8326) this many seconds
+    before withdrawing it; 0: withdraw at once."""
     neighbors: tuple[NeighborConfig, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict)
     """Speaker-specific settings, passed to the speaker plugin as they are."""

@@ -177,7 +177,10 @@ class Daemon:
                 if "speaker" in self.lanes and mode is StopMode.STOP:
                     await _bounded(self.lanes["speaker"].idle(), 5.0, "speaker_queue")
                 if speaker is not None:
-                    await _bounded(speaker.stop(mode), STOP_TIMEOUT, "speaker_stop")
+                    # a graceful shutdown's wait comes on top of the withdrawals' own time
+                    gshut = self.config.bgp.graceful_shutdown if self.config.bgp else 0.0
+                    limit = STOP_TIMEOUT + (gshut if mode is StopMode.STOP else 0.0)
+                    await _bounded(speaker.stop(mode), limit, "speaker_stop")
                 stopped = True
                 raise _Stopped
         except* _Stopped:

@@ -305,6 +305,9 @@ class InstanceRoute:
     metrics: Metrics
     state: InstanceState = InstanceState.UP
     seq: int = 0
+    graceful_shutdown: bool = False
+    """The egress is stopping and announced the path with GRACEFUL_SHUTDOWN (RFC 8326): least
+    preferred, no new flows while another instance can take them; existing flows stay."""
 
     def __post_init__(self) -> None:
         if self.key.service.version != self.key.binding.version:
@@ -324,7 +327,7 @@ class InstanceRoute:
         return self.key.binding
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "service": str(self.service),
             "binding": str(self.binding),
             "egress": str(self.egress),
@@ -334,6 +337,9 @@ class InstanceRoute:
             "l2": self.metrics.l2,
             "metrics": self.metrics.to_json(),
         }
+        if self.graceful_shutdown:
+            out["graceful_shutdown"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -46,11 +46,15 @@ def decide(
     """The entry for one service.
 
     Down instances are left out; draining ones stay with weight 0 so the data plane keeps
-    the path their existing flows use. When the set of eligible instances is unchanged and no
-    weight would move by more than `hysteresis` of the scale, the previous weights stand.
+    the path their existing flows use. An up instance whose egress announced it with
+    GRACEFUL_SHUTDOWN (RFC 8326: least preferred) is treated as draining while another up
+    instance can take the new flows, and shares them as usual when none can. When the set of
+    eligible instances is unchanged and no weight would move by more than `hysteresis` of
+    the scale, the previous weights stand.
     """
     live = [c for c in candidates if c.route.state is not InstanceState.DOWN]
     up = [c for c in live if c.route.state is InstanceState.UP]
+    up = [c for c in up if not c.route.graceful_shutdown] or up
     prev_weights = {c.key: c.weight for c in previous.choices} if previous is not None else {}
     weights = quantize(policy.scores(up, prev_weights)) if up else {}
     if previous is not None and _within(weights, prev_weights, hysteresis):
