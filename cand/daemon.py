@@ -204,11 +204,14 @@ class Daemon:
             deadline = self.engine.next_deadline()
             now = self.clock()
             timeout = None if deadline is None else max(0.0, deadline - now)
-            try:
-                first = await asyncio.wait_for(self.queue.get(), timeout)
-                batch = [first]
-            except TimeoutError:
-                batch = [Tick()]
+            if not self.queue.empty():  # under load: no timer, no task, no wake-up
+                batch = [self.queue.get_nowait()]
+            else:
+                try:
+                    async with asyncio.timeout(timeout):  # cheaper than wait_for: no new task
+                        batch = [await self.queue.get()]
+                except TimeoutError:
+                    batch = [Tick()]
             while len(batch) < MAX_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             now = self.clock()

@@ -80,6 +80,16 @@ class _Address:
     def __hash__(self) -> int:
         return self._hash
 
+    def __eq__(self, other: object) -> bool:
+        # every dict lookup of an instance key ends here; the cached hash settles a mismatch
+        # without touching ipaddress (whose __eq__ is the costliest step of a report)
+        if self is other:
+            return True
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Address)
+        return self._hash == other._hash and self.address == other.address
+
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, _Address):
             return NotImplemented

@@ -29,7 +29,7 @@ import aiomqtt
 from cand.backoff import Backoff
 from cand.config import Config, MqttConfig
 from cand.engine.events import InstanceReported, MetricsReachable
-from cand.model import RouterId, ServiceId
+from cand.model import InstanceKey, RouterId, ServiceId
 from cand.mqtt_client import BrokerSettings, make_client, read_secret
 from cand.ports import Emit
 from cand.supervise import input_bug
@@ -38,6 +38,7 @@ from cand.wire import mqtt as wire
 log = logging.getLogger("cand.mqtt")
 
 LOG_EVERY = 30.0
+KEY_CACHE = 16384  # topics remembered parsed (valid ones only)
 RESYNC_QUIET = 1.0  # seconds between checks for lost reports
 
 
@@ -56,6 +57,9 @@ class MqttMetricSource:
         self.wall_clock = wall_clock
         self.router = router
         self._client: aiomqtt.Client | None = None
+        # topic -> its parsed key, one object per instance: parsing is most of a report's
+        # cost, and a dict lookup of the very same key object skips every __eq__
+        self._keys: dict[str, InstanceKey] = {}
         self._not_bindings = self._never_instances()
         # forgotten long after its last report can have expired (so no replay window opens)
         self.sequencer = wire.Sequencer(cfg.max_instances, forget_after=2 * cfg.max_expiry)
@@ -211,7 +215,12 @@ class MqttMetricSource:
         """One message to at most one event, a Last Will with how long the engine holds it
         back. Never raises for anything a publisher can send."""
         try:
-            key = wire.parse_topic(topic, self.cfg.topic_prefix)
+            key = self._keys.get(topic)
+            if key is None:
+                key = wire.parse_topic(topic, self.cfg.topic_prefix)
+                if len(self._keys) >= KEY_CACHE:
+                    self._keys.clear()  # a flood of distinct topics costs no memory
+                self._keys[topic] = key
             if key.service not in self.services:
                 raise wire.PayloadError("service", f"{key.service} is not a configured service")
             if key.binding.address in self._not_bindings:

@@ -196,7 +196,7 @@ class Engine:
         if held is None and ev.state is not InstanceState.DOWN and not self.rib.may_add_local(key):
             self.counters["rejected_reports"] += 1
             return []
-        sid = self.sid_for(key)
+        sid = held.route.sid if held is not None else self.sid_for(key)  # a hash per instance
         effects: list[Effect] = []
         if ev.state is InstanceState.DOWN:
             gone = self.rib.remove_local(key)
