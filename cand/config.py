@@ -20,6 +20,7 @@ from cand.engine.policy import PolicyParams
 from cand.engine.rib import RibLimits
 from cand.engine.service_table import DefaultAction, InstanceMode, ServiceSpec
 from cand.model import FlowKeyKind, ModelError, RouterId, ServiceId
+from cand.normalize import CATEGORIES, L0_NAMES, Normalization
 from cand.wire.mqtt import AGENT_MAX_RECONNECT
 
 
@@ -230,6 +231,49 @@ class DataplaneConfig(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ServiceMetricsConfig(_Model):
+    """How an egress scores this service's instances: L0 -> CATS L1/L2 (`cand.normalize`)."""
+
+    method: Literal["min-max", "log"] = "min-max"
+    composition: Literal["min", "mean"] = "min"
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Per L0 value: [best, worst]; the others keep their defaults."""
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    """Per category, for `composition = "mean"`."""
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (best, worst) in v.items():
+            if name not in L0_NAMES:
+                raise ValueError(f"{name!r} is not an L0 value ({', '.join(L0_NAMES)})")
+            if not 0 <= best < worst:
+                raise ValueError(f"{name}: need 0 <= best < worst, got [{best}, {worst}]")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name not in CATEGORIES:
+                raise ValueError(f"{name!r} is not a category ({', '.join(CATEGORIES)})")
+        return v
+
+    @model_validator(mode="after")
+    def _mean(self) -> ServiceMetricsConfig:
+        if self.weights and self.composition != "mean":
+            raise ValueError('weights: only used with composition = "mean"')
+        return self
+
+    def normalization(self) -> Normalization:
+        return Normalization(
+            method=self.method,
+            bounds=self.bounds,
+            composition=self.composition,
+            weights=self.weights,
+        )
+
+
 class ServiceConfig(_Model):
     sid: str
     name: str = ""
@@ -238,6 +282,7 @@ class ServiceConfig(_Model):
     policy: str | None = None
     default: DefaultAction = DefaultAction.DROP
     mode: InstanceMode = InstanceMode.VIP
+    metrics: ServiceMetricsConfig = ServiceMetricsConfig()
 
     @field_validator("sid")
     @classmethod
@@ -338,6 +383,7 @@ class Config(_Model):
                 default=s.default,
                 mode=s.mode,
                 name=s.name,
+                normalization=s.metrics.normalization(),
             )
             for s in self.services
         }

@@ -3,8 +3,9 @@
 The Dyncast draft warns that metric churn can make the whole network fluctuate. Three rules
 answer it:
 
-- a change goes out at once only if it matters (state change, or L2 cost moved by at least
-  `threshold` per-mille, or capacity changed) and the last update for that instance is at least
+- a change goes out at once only if it matters (state change, the load moved by at least
+  `threshold` per-mille, the CATS L2 score crossed a band (0-3, 4-7, 8-10), or capacity
+  changed) and the last update for that instance is at least
   `min_interval` old; otherwise it waits for that interval;
 - whatever small drift accumulates goes out at least every `refresh_interval`;
 - an instance that flaps (changes state often) collects a penalty that decays with
@@ -22,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 from cand.model import InstanceKey, InstanceRoute, InstanceState
+from cand.normalize import band
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +214,8 @@ def _state(route: InstanceRoute | None) -> InstanceState | None:
 
 def _significant(cur: InstanceRoute, sent: InstanceRoute, threshold: int) -> bool:
     return (
-        abs(cur.metrics.l2 - sent.metrics.l2) >= threshold
+        abs(cur.metrics.load_permille - sent.metrics.load_permille) >= threshold
+        or band(cur.metrics.l2) != band(sent.metrics.l2)
         or cur.metrics.capacity != sent.metrics.capacity
         or cur.egress != sent.egress
         or cur.sid != sent.sid

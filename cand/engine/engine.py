@@ -38,6 +38,7 @@ from cand.engine.policy import BUILTIN, Policy, PolicyParams
 from cand.engine.rib import Rib, RibLimits
 from cand.engine.service_table import ServiceEntry, ServiceSpec
 from cand.model import InstanceKey, InstanceRoute, InstanceState, RouterId, ServiceId
+from cand.normalize import normalize
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +205,18 @@ class Engine:
             if gone is not None and gone.route.sid is not None:
                 effects.append(RemoveLocalInstance(key, gone.route.sid))
         else:
+            metrics = ev.metrics
+            if metrics.scores is None:
+                # the instance gave L0 only: score it under the service's normalization, so
+                # every router reads the same L1/L2 from the wire
+                metrics = metrics.with_scores(
+                    normalize(metrics, self.config.services[key.service].normalization)
+                )
             route = InstanceRoute(
                 key=key,
                 egress=self.config.router,
                 sid=sid,
-                metrics=ev.metrics,
+                metrics=metrics,
                 state=ev.state,
                 seq=ev.seq,
             )

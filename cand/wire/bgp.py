@@ -39,6 +39,7 @@ from cand.model import (
     RouterId,
     ServiceId,
 )
+from cand.normalize import SCORE_MAX, Scores
 
 ENCODING_VERSION = 1
 
@@ -72,7 +73,7 @@ SRV6_SID_STRUCTURE = 1
 END_DX6, END_DX4 = 0x0010, 0x0011
 
 # large-community metric codes (local data part 1); docs/wire-formats.md lists them
-CODE_L2 = 1
+CODE_LOAD_PERMILLE = 1  # called "L2" before the CATS scores (22-25) existed; same bytes
 CODE_CPU = 2
 CODE_GPU = 3
 CODE_MEMORY = 4
@@ -87,7 +88,12 @@ CODE_SEQ_LOW = 12
 CODE_SID = (13, 14, 15, 16)  # the SRv6 SID again, as four 32-bit words, most significant first
 CODE_BID6 = (17, 18, 19, 20)  # an IPv6 D-BID again, likewise
 CODE_BID4 = 21  # an IPv4 D-BID again
-CODES = range(1, 22)
+CODE_L2_SCORE = 22  # CATS L2, 0..10, higher is better
+CODE_L1_SCORES = {23: "computing", 24: "communication", 25: "service"}  # CATS L1, 0..10
+CODE_DELAY_US = 26  # L0 service delay, microseconds
+CODES = range(1, 27)
+LEGACY_CODES = range(1, 22)
+"""What a receiver from before the CATS scores reads; it ignores codes it does not know."""
 _PERMILLE = {CODE_CPU: "cpu", CODE_GPU: "gpu", CODE_MEMORY: "memory"}
 _COUNTS = {
     CODE_SESSIONS: "sessions",
@@ -178,7 +184,14 @@ def binding_community(binding: BindingId) -> Attribute:
 
 def metric_values(route: InstanceRoute) -> list[tuple[int, int]]:
     m = route.metrics
-    out = [(CODE_L2, m.l2)]
+    cats = m.cats
+    out = [(CODE_LOAD_PERMILLE, m.load_permille), (CODE_L2_SCORE, cats.l2)]
+    for code, category in CODE_L1_SCORES.items():
+        v = getattr(cats, category)
+        if v is not None:
+            out.append((code, v))
+    if m.delay is not None:
+        out.append((CODE_DELAY_US, round(m.delay * 1000)))
     for code, name in _PERMILLE.items():
         v = getattr(m, name)
         if v is not None:
@@ -347,8 +360,11 @@ def decode_metrics(
     for code, name in _COUNTS.items():
         if code in got:
             kw[name] = got[code]
+    if CODE_DELAY_US in got:
+        kw["delay"] = got[CODE_DELAY_US] / 1000
     try:
         metrics = Metrics(**kw)  # type: ignore[arg-type]
+        metrics = _with_scores(metrics, got)
     except ModelError as e:
         raise CodecError(str(e)) from None
     states = {v: k for k, v in _STATES.items()}
@@ -358,6 +374,20 @@ def decode_metrics(
     sid = ipaddress.IPv6Address(sid_int) if sid_int is not None else None
     seq = (got[CODE_SEQ_HIGH] << 32) | got[CODE_SEQ_LOW]
     return metrics, states[got[CODE_STATE]], seq, sid
+
+
+def _with_scores(metrics: Metrics, got: Mapping[int, int]) -> Metrics:
+    """Attach the CATS scores (codes 22-25). A path without them comes from an egress that
+    predates them: its scores are the default normalization of its L0 values."""
+    l1 = {name: got[code] for code, name in CODE_L1_SCORES.items() if code in got}
+    if CODE_L2_SCORE not in got:
+        if l1:
+            raise CodecError(f"L1 scores {sorted(l1)} without an L2 score (code 22)")
+        return metrics
+    for name, v in {"l2": got[CODE_L2_SCORE], **l1}.items():
+        if v > SCORE_MAX:
+            raise CodecError(f"{name} score {v} > {SCORE_MAX}")
+    return metrics.with_scores(Scores(l2=got[CODE_L2_SCORE], **l1))
 
 
 def binding_from_communities(value: bytes, asn: int) -> BindingId | None:

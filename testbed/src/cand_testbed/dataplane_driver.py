@@ -52,7 +52,8 @@ def effects(spec: dict[str, Any]) -> tuple[list[Effect], dict[ServiceId, Instanc
                 sid=ipaddress.IPv6Address(sid),
                 weight=weight,
                 state=InstanceState(state),
-                l2=0,
+                load_permille=0,
+                l2=10,
                 network_cost=0.0,
                 local=local,
             )

@@ -68,6 +68,13 @@ class Fig2:
             out[svc["service"]] = {i["binding"]: i["weight"] for i in svc["instances"]}
         return out
 
+    async def scores(self, router: str) -> dict[str, dict[str, int]]:
+        """D-SID -> D-BID -> CATS L2 score (0-10, higher is better) as one ingress knows it."""
+        out: dict[str, dict[str, int]] = {}
+        for svc in await self.api(router, "services"):
+            out[svc["service"]] = {i["binding"]: i["l2"] for i in svc["instances"]}
+        return out
+
     async def wait_ready(self, timeout: float = 90.0) -> float:
         """Until both ingresses steer both services to both instances; returns the seconds."""
         start = time.monotonic()
