@@ -151,6 +151,9 @@ class NeighborConfig(_Model):
     route_reflector_client: bool = False
     bfd: bool = False
     description: str = ""
+    edge_metadata: bool = False
+    """Also send the Edge Metadata attribute (42, draft-ietf-idr-5g-edge-service-metadata) to
+    this neighbour: only for a direct session with a draft-aware speaker (reflectors drop it)."""
 
     @field_validator("address")
     @classmethod
@@ -170,8 +173,21 @@ class BgpConfig(_Model):
     """On a stop, announce every path with GRACEFUL_SHUTDOWN (RFC 8326) this many seconds
     before withdrawing it; 0: withdraw at once."""
     neighbors: tuple[NeighborConfig, ...] = ()
+    edge_metadata_capability: Annotated[int, Field(ge=0, le=65535)] = 0xFF01
+    """The capability code of the Service-Oriented Capability sub-TLV that carries the CATS L2
+    score in attribute 42. The draft assigns none: set it to what the peers expect."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Speaker-specific settings, passed to the speaker plugin as they are."""
+
+    @model_validator(mode="after")
+    def _edge_metadata(self) -> BgpConfig:
+        for i, n in enumerate(self.neighbors):
+            if n.edge_metadata and self.speaker == "gobgp":
+                raise ValueError(
+                    f"bgp.neighbors[{i}].edge_metadata: gobgpd strips unknown optional"
+                    ' non-transitive attributes before sending (measured); use speaker = "exabgp"'
+                )
+        return self
 
     @field_validator("router_id")
     @classmethod
@@ -452,7 +468,7 @@ def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
             path, reason = _path(err["loc"]), _reason(err)
             # cross-field checks carry the field in their message: "x.y: reason"
             head, sep, tail = reason.partition(": ")
-            if path == "(top level)" and sep and " " not in head:
+            if sep and " " not in head and (path == "(top level)" or head.startswith(path + ".")):
                 path, reason = head, tail
             problems.append((path, reason))
         raise ConfigError(source, problems) from None

@@ -72,10 +72,17 @@ class ExabgpOptions:
         return opts
 
 
-def command(route: InstanceRoute, asn: int, locator_len: int) -> str:
+def command(
+    route: InstanceRoute,
+    asn: int,
+    locator_len: int,
+    edge_capability: int | None = None,
+    neighbors: Sequence[str] = (),
+) -> str:
     """The process-API line that announces one instance path (no control characters: one
-    command can never become two)."""
-    attrs = bgp.encode_attributes(route, asn, locator_len)
+    command can never become two): to every peer, or only to `neighbors`; with
+    `edge_capability`, the path carries the Edge Metadata attribute (42) as well."""
+    attrs = bgp.encode_attributes(route, asn, locator_len, edge_capability)
     generic = " ".join(
         f"attribute [ 0x{a.type:02x} 0x{a.flags:02x} 0x{a.value.hex()} ]"
         for a in attrs
@@ -83,10 +90,27 @@ def command(route: InstanceRoute, asn: int, locator_len: int) -> str:
     )
     pid = ipaddress.IPv4Address(bgp.path_id(route.key))
     plen = route.service.address.max_prefixlen
+    selector = ", ".join(f"neighbor {ipaddress.ip_address(n)}" for n in neighbors)
     return (
-        f"announce route {route.service}/{plen} next-hop {route.egress} "
+        (f"{selector} " if selector else "")
+        + f"announce route {route.service}/{plen} next-hop {route.egress} "
         f"path-information {pid} origin igp {generic}"
     )
+
+
+def commands(
+    route: InstanceRoute, asn: int, locator_len: int, edge_capability: int, edge: Sequence[str],
+    others: Sequence[str],
+) -> list[str]:  # fmt: skip
+    """The lines that announce one path: one to all peers when no neighbour has
+    `edge_metadata`; else one with attribute 42 to those that have it and one without to the
+    others (ExaBGP sends a generic attribute to whoever the command names)."""
+    if not edge:
+        return [command(route, asn, locator_len)]
+    out = [command(route, asn, locator_len, edge_capability, edge)]
+    if others:
+        out.append(command(route, asn, locator_len, None, others))
+    return out
 
 
 def withdraw_command(key: InstanceKey, egress: RouterId) -> str:
@@ -104,6 +128,9 @@ class ExabgpSpeaker:
         self.asn = setup.asn
         self.egress = setup.router
         self.locator_len = setup.locator_len
+        self.edge_capability = setup.bgp.edge_metadata_capability
+        self.edge_peers = [n.address for n in setup.bgp.neighbors if n.edge_metadata]
+        self.plain_peers = [n.address for n in setup.bgp.neighbors if not n.edge_metadata]
         self.out = AdjRibOut()  # the paths cand wants announced
         self.held: dict[InstanceKey, InstanceRoute] = {}  # what the running ExaBGP was told
         self._held_by: int | None = None  # the pid of the ExaBGP `held` is about
@@ -266,7 +293,7 @@ class ExabgpSpeaker:
         if self._writer is not None and wait > 0 and len(self.out):
             # RFC 8326: every path once more, least preferred, then the withdrawals
             for route in self.out.graceful_shutdown().values():
-                self._send(command(route, self.asn, self.locator_len))
+                self._announce(route)
                 self.counters["graceful_shutdown"] += 1
             log.info("event=bgp_graceful_shutdown paths=%d wait=%gs", len(self.out), wait)
             start = time.monotonic()
@@ -316,7 +343,7 @@ class ExabgpSpeaker:
             self._send(withdraw_command(key, self.egress))
             del self.held[key]
         for key, route in diff.announce:
-            self._send(command(route, self.asn, self.locator_len))
+            self._announce(route)
             self.held[key] = route
         self.counters["reannounced"] += len(diff.announce)
         try:
@@ -363,10 +390,17 @@ class ExabgpSpeaker:
         self._sent += 1
         return True
 
+    def _announce(self, route: InstanceRoute) -> bool:
+        lines = commands(
+            route, self.asn, self.locator_len, self.edge_capability, self.edge_peers,
+            self.plain_peers,
+        )  # fmt: skip
+        return all([self._send(line) for line in lines])
+
     async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
         for r in routes:
             self.out.set(r)
-            if self._send(command(r, self.asn, self.locator_len)):
+            if self._announce(r):
                 self.held[r.key] = r
             self.counters["advertised"] += 1
         if self._writer is not None:
@@ -441,7 +475,9 @@ class ExabgpSpeaker:
         changes = [c for pid, svc in upd.withdrawn for c in table.withdraw((pid, svc))]
         for pid, svc, egress in upd.announced:
             try:
-                route = bgp.decode_route(svc, egress, upd.attributes, self.asn)
+                route = bgp.decode_route(
+                    svc, egress, upd.attributes, self.asn, self.edge_capability
+                )
             except bgp.CodecError as e:
                 self._reject(peer, e.reason, str(e))
                 changes += table.withdraw((pid, svc))  # treat-as-withdraw

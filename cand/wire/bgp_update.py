@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from cand.model import InstanceRoute, ModelError, RouterId, ServiceId
 from cand.wire.bgp import (
     AS_PATH,
+    DEFAULT_CAPABILITY,
+    EDGE_METADATA,
+    EDGE_METADATA_FLAGS,
     EXTENDED,
     LOCAL_PREF,
     MP_REACH_NLRI,
@@ -93,6 +96,9 @@ def parse_attributes(blob: bytes) -> dict[int, Attribute]:
 
 
 def check_received(attrs: Mapping[int, Attribute]) -> None:
+    edge = attrs.get(EDGE_METADATA)
+    if edge is not None and edge.flags != EDGE_METADATA_FLAGS:
+        raise CodecError(f"attribute 42: flags {edge.flags:#04x}, must be 0x80 or 0x90", "flags")
     for t, a in attrs.items():
         want = RECEIVED_FLAGS.get(t)
         if want is not None and (a.flags & (OPTIONAL | TRANSITIVE)) != want:
@@ -222,7 +228,11 @@ def decode_update(msg: bytes, addpath: bool = True) -> Update:
 
 
 def decode_path(
-    nlri: bytes, attributes: Sequence[bytes], afi: int, local_asn: int
+    nlri: bytes,
+    attributes: Sequence[bytes],
+    afi: int,
+    local_asn: int,
+    edge_capability: int = DEFAULT_CAPABILITY,
 ) -> InstanceRoute:
     """One received path as a speaker's API hands it over (NLRI without path id, each
     attribute as wire bytes) into an InstanceRoute."""
@@ -242,4 +252,4 @@ def decode_path(
         egress = _egress(ipaddress.IPv4Address(attrs[NEXT_HOP].value))
     else:
         raise CodecError("no next hop", "next_hop")
-    return decode_route(service, egress, attrs, local_asn)
+    return decode_route(service, egress, attrs, local_asn, edge_capability)

@@ -249,3 +249,71 @@ def test_round_trip_and_garbage(cpu, cap, seq, state, garbage) -> None:  # type:
     assert bgp.decode_route(r.service, r.egress, attrs, 4200000000) == r
     with contextlib.suppress(bgp.CodecError):
         bgp.decode_route(r.service, r.egress, bgp_update.parse_attributes(garbage), 1)
+
+
+# --- Edge Metadata (attribute 42), optional and off by default --------------------------------
+
+
+def test_edge_metadata_attribute_is_golden() -> None:
+    a = bgp.edge_metadata(ROUTE, capability=0xFF01)
+    # fmt: off
+    assert a.to_bytes().hex() == (
+        "80" "2a" "0d"          # optional non-transitive, type 42, 13 bytes
+        "0001" "0003"           # Service-Oriented Capability sub-TLV, 3 bytes
+        "ff01" "08"             #   capability code 0xFF01 (configurable), CATS L2 score 8
+        "0002" "0002"           # Service-Oriented Available Resource sub-TLV, 2 bytes
+        "02ee"                  #   750 per-mille free (load 250)
+    )
+    # fmt: on
+    assert bgp.decode_edge_metadata(a.value, 0xFF01) == (8, 750)
+    assert bgp.decode_edge_metadata(a.value, 0x1234) == (None, 750)  # another capability
+    attrs = bgp.encode_attributes(ROUTE, 65000, 48, edge_capability=0xFF01)
+    assert [x.type for x in attrs] == [1, 25, 32, 40, 42]
+    assert [x.type for x in bgp.encode_attributes(ROUTE, 65000, 48)] == [1, 25, 32, 40]  # off
+    parsed = bgp_update.parse_attributes(b"".join(x.to_bytes() for x in attrs))
+    assert bgp.decode_route(ROUTE.service, ROUTE.egress, parsed, 65000, 0xFF01) == ROUTE
+
+
+def _update_with(edge: bytes) -> bytes:
+    attrs = [bgp.mp_reach(ROUTE), *bgp.encode_attributes(ROUTE, 65000)]
+    body = b"".join(a.to_bytes() for a in attrs) + edge
+    msg = b"\xff" * 16 + struct.pack("!HB", 23 + len(body), 2) + b"\x00\x00"
+    return msg + struct.pack("!H", len(body)) + body
+
+
+@pytest.mark.parametrize("flags", [0xC0, 0xA0, 0x40, 0xE0, 0x00])
+def test_attribute_42_with_other_flags_is_treat_as_withdraw(flags: int) -> None:
+    good = bgp.edge_metadata(ROUTE).value
+    upd = bgp_update.decode_update(_update_with(bytes([flags, 42, len(good)]) + good))
+    assert upd.error == "flags" and upd.announced == []
+    # the extended-length form of the same attribute is fine
+    ok = bgp_update.decode_update(_update_with(b"\x90\x2a" + struct.pack("!H", len(good)) + good))
+    assert ok.error is None and ok.announced
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0001", "truncated sub-TLV"),
+        ("00010009ff0108", "runs past the end"),
+        ("00010002ff01", "must be 3"),
+        ("00010003ff010b", "L2 score 11"),
+        ("00010003ff010800010003ff0108", "twice"),
+        ("00020003000001", "must be 2"),
+        ("0002000203e9", "available 1001"),
+        ("00010003ff0105", "disagree"),  # L2 5 against the communities' 8
+        ("0002000200fa", "disagree"),  # 250 free against a load of 250
+    ],
+)
+def test_malformed_edge_metadata_refuses_the_path(value: str, message: str) -> None:
+    attrs = {a.type: a for a in bgp.encode_attributes(ROUTE, 65000)}
+    attrs[42] = bgp.Attribute(0x80, 42, bytes.fromhex(value))
+    with pytest.raises(bgp.CodecError, match=message) as e:
+        bgp.decode_route(ROUTE.service, ROUTE.egress, attrs, 65000)
+    assert e.value.reason == "edge_metadata"
+
+
+def test_edge_metadata_unknown_sub_tlvs_are_skipped() -> None:
+    attrs = {a.type: a for a in bgp.encode_attributes(ROUTE, 65000, edge_capability=7)}
+    attrs[42] = bgp.Attribute(0x80, 42, bytes.fromhex("00630001ff") + attrs[42].value)
+    assert bgp.decode_route(ROUTE.service, ROUTE.egress, attrs, 65000, 7) == ROUTE

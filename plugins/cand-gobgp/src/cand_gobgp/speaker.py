@@ -120,6 +120,7 @@ class GobgpSpeaker:
         self.opts = options
         self.asn = setup.asn
         self.locator_len = setup.locator_len
+        self.edge_capability = setup.bgp.edge_metadata_capability
         self.stub: Any = None
         self.child: Child | None = None
         self.out = AdjRibOut()  # the paths cand wants gobgpd to announce
@@ -639,7 +640,9 @@ class GobgpSpeaker:
 
     def _decode(self, p: Any, nlri: bytes) -> InstanceRoute:
         afi = bgp_update.AFI_IP6 if p.family.afi == pb.Family.AFI_IP6 else bgp_update.AFI_IP
-        return bgp_update.decode_path(nlri, list(p.pattrs_binary), afi, self.asn)
+        return bgp_update.decode_path(
+            nlri, list(p.pattrs_binary), afi, self.asn, self.edge_capability
+        )
 
     # --- views -----------------------------------------------------------------------------
 
