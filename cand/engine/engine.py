@@ -27,6 +27,7 @@ from cand.engine.events import (
     Event,
     InstanceReported,
     MetricsReachable,
+    PathsAdopted,
     PeerDown,
     PeerSynced,
     Reconfigured,
@@ -70,6 +71,7 @@ class Engine:
         self.table: dict[ServiceId, ServiceEntry] = {}
         self.metrics_reachable = True
         self.held: dict[InstanceKey, tuple[float, InstanceReported]] = {}  # due, will
+        self.adopted: dict[InstanceKey, float] = {}  # adopted path -> when it goes unconfirmed
         classes = dict(BUILTIN)
         classes.update(policies or {})
         self._policies: dict[str, Policy] = {n: cls(config.policy) for n, cls in classes.items()}
@@ -88,6 +90,8 @@ class Engine:
             "wills_applied": 0,
             "wills_cancelled": 0,
             "wills_discarded": 0,
+            "adopted": 0,
+            "adopted_withdrawn": 0,
         }
 
     # --- public ----------------------------------------------------------------------------
@@ -132,6 +136,11 @@ class Engine:
                     self.held.clear()
                 self.metrics_reachable = reachable
                 self.rib.hold_local(now + grace if reachable else None)
+            case PathsAdopted(keys=keys, grace=grace):
+                self.counters["adopted"] += len(keys)
+                for key in keys:
+                    if key not in self.rib.local:
+                        self.adopted[key] = now + grace
             case Reconfigured(config=config):
                 return self._reconfigure(config, now, dirty)
             case Tick():
@@ -150,6 +159,8 @@ class Engine:
         times = [e.expires_at for e in self.rib.local.values() if e.expires_at is not None]
         times += [e.stale_until for e in self.rib.remote.values() if e.stale_until is not None]
         times += [due for due, _ in self.held.values()]
+        if self.adopted:
+            times.append(min(self.adopted.values()))
         d = self.damper.next_deadline()
         if d is not None:
             times.append(d)
@@ -178,6 +189,8 @@ class Engine:
 
     def _on_report(self, ev: InstanceReported, now: float, dirty: set[ServiceId]) -> list[Effect]:
         key = ev.key
+        if ev.state is not InstanceState.DOWN:
+            self.adopted.pop(key, None)  # reported again: the engine advertises it itself
         if self.held.pop(key, None) is not None:
             self.counters["wills_cancelled"] += 1  # the instance spoke again: it is alive
         if ev.hold > 0:
@@ -262,6 +275,11 @@ class Engine:
 
     def _on_tick(self, now: float, touched: set[ServiceId]) -> list[Effect]:
         effects: list[Effect] = []
+        for key in [k for k, due in self.adopted.items() if due <= now]:
+            del self.adopted[key]
+            if key not in self.rib.local:  # nobody reported it since the restart
+                self.counters["adopted_withdrawn"] += 1
+                effects.append(Withdraw(key))
         for key in [k for k, (due, _) in self.held.items() if due <= now]:
             _, will = self.held.pop(key)
             self.counters["wills_applied"] += 1

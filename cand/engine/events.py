@@ -87,6 +87,16 @@ class MetricsReachable:
 
 
 @dataclass(frozen=True, slots=True)
+class PathsAdopted:
+    """The speaker found paths an earlier cand announced (gobgpd outlived it). They stay up
+    for `grace` seconds; whichever no local report has confirmed by then is withdrawn, so a
+    restart moves no flow and an instance that died meanwhile does not linger."""
+
+    keys: frozenset[InstanceKey]
+    grace: float
+
+
+@dataclass(frozen=True, slots=True)
 class Reconfigured:
     """`cand reload`: the engine's part of a new, already validated configuration.
 
@@ -109,6 +119,7 @@ Event = (
     | PeerSynced
     | CostChanged
     | MetricsReachable
+    | PathsAdopted
     | Reconfigured
     | Tick
 )
