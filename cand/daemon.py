@@ -83,6 +83,7 @@ class Daemon:
         self.stop_mode: StopMode | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def emit(self, event: Event) -> None:
         await self.queue.put(event)
@@ -148,6 +149,7 @@ class Daemon:
         withdrawals reach the peers), and only then everything else. Returns how it stopped."""
         from cand.api import ApiServer
 
+        self._loop = asyncio.get_running_loop()
         api = ApiServer(self, self.config.api.socket)
         speaker = self.adapters.speaker
         stopped = False
@@ -252,6 +254,8 @@ class Daemon:
             "router": self.config.router.id,
             "roles": list(self.config.router.roles),
             "uptime": round(time.time() - self.started, 1),
+            # flat over a soak, or something leaks (the exporter asks from its own thread)
+            "tasks": len(asyncio.all_tasks(self._loop)) if self._loop is not None else 0,
             "services": len(self.engine.table),
             "local_instances": len(self.engine.rib.local),
             "remote_paths": len(self.engine.rib.remote),
@@ -321,7 +325,8 @@ async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
 async def _bounded(coro: Any, timeout: float, what: str) -> None:
     """A stop step that may not hang the stop: it gets `timeout` seconds."""
     try:
-        await asyncio.wait_for(asyncio.shield(coro), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(coro)
     except TimeoutError:
         log.warning("event=stop_incomplete step=%s timeout=%gs", what, timeout)
     except AdapterError as e:

@@ -43,3 +43,30 @@ def test_route_scale_runs(tmp_path: Path) -> None:
     data = run(tmp_path, "bench.route_scale", "--sizes", "5", "--instances", "2")
     rows = data["rows"]
     assert [r["paths"] for r in rows] == [10, 10]  # type: ignore[index, union-attr]
+
+
+def test_ingest_cpu_runs(tmp_path: Path) -> None:
+    data = run(tmp_path, "bench.ingest_cpu", "--messages", "500", "--repeat", "1")
+    assert data["daemon_us"] > 0 and data["decode_us"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.netns
+def test_fault_runner_runs_each_fault_once(tmp_path: Path) -> None:
+    """One repetition of every fault in the Figure-2 lab: the runner works and, as a fact
+    about cand rather than about speed, no control-plane fault broke a connection."""
+    why = netns_available()
+    need(why is None, why or "")
+    env = dict(os.environ, CAND_BENCH_RESULTS=str(tmp_path))
+    args = ["--repeat", "1", "--duration", "9", "--rate", "4", "--keep", "1"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.faults", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    data = json.loads((tmp_path / "faults.json").read_text())
+    summary = {s["fault"]: s for s in data["summary"]}
+    assert len(summary) == 13  # the baseline and twelve faults
+    for name, s in summary.items():
+        assert s["established"] > 0, name
+        if s["control_plane"]:  # cand, speakers, broker, sessions, reflector, reload
+            assert s["established_broken"] == 0, (name, s)
