@@ -13,6 +13,7 @@ from cand.engine.effects import (
 from cand.engine.engine import Engine, EngineConfig, UnknownPolicy
 from cand.engine.events import (
     CostChanged,
+    CostSampled,
     Event,
     InstanceReported,
     MetricsReachable,
@@ -37,6 +38,7 @@ __all__ = [
     "Advertise",
     "Choice",
     "CostChanged",
+    "CostSampled",
     "DampingParams",
     "DefaultAction",
     "Effect",

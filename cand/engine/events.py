@@ -74,6 +74,18 @@ class CostChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CostSampled:
+    """A cost source measured the way to an egress: `value` in milliseconds (the raw sample,
+    before smoothing), or None when there is no route to it (unusable for steering at once).
+    The engine smooths samples (`cand.engine.cost`) and takes them only from the source the
+    config gives that egress."""
+
+    egress: RouterId
+    source: str
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsReachable:
     """The metric source lost (False) or regained (True) its broker.
 
@@ -118,6 +130,7 @@ Event = (
     | PeerDown
     | PeerSynced
     | CostChanged
+    | CostSampled
     | MetricsReachable
     | PathsAdopted
     | Reconfigured
