@@ -311,7 +311,8 @@ class LinuxDataplane:
     def _linger(self, want: dict[int, Tunnel | Delivery]) -> None:
         """A tunnel whose instance left its service's entry (withdrawn, a peer or reflector
         lost, a table briefly empty) keeps its route and rule, for no new flow, for the
-        service's affinity timeout: the flows already bound to it keep going. Without this a
+        service's affinity timeout (at most `linger`): the flows already bound to it keep
+        going. A service removed altogether takes its tunnels with it at once. Without this a
         reflector restart broke every established connection of the lab (bench.faults)."""
         now = self.clock()
         for mark in [m for m in self.lingering if m in want]:
@@ -323,7 +324,10 @@ class LinuxDataplane:
             if not isinstance(service, ServiceId) or not isinstance(sid, ipaddress.IPv6Address):
                 continue
             entry = self.entries.get(service)
-            hold = entry.spec.affinity_timeout if entry is not None else self.opts.linger
+            if entry is None:  # the service itself is gone: nothing of it stays
+                self.lingering.pop(mark, None)
+                continue
+            hold = min(entry.spec.affinity_timeout, self.opts.linger)
             until = self.lingering.setdefault(mark, now + hold)
             if until > now:
                 want[mark] = Tunnel(service, sid)
