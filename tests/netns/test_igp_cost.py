@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cand.lab.routers import SERVICE, cand_toml, start_cand, wait_api
+from cand_testbed import raw_bgp_peer as raw
+from cand_testbed.routers import SERVICE, cand_toml, start_cand, wait_api
 
 from cand.api import request
-from cand.lab import raw_bgp_peer as raw
 from cand.lab.netns import Topology
 from cand.model import BindingId, InstanceKey, InstanceRoute, Metrics, RouterId, ServiceId
 from tests.conftest import need
@@ -92,7 +92,7 @@ min_interval = 0.2
         "\n".join(raw.update_template(instance(e, n), 65000) for n, e in ((2, R2), (3, R3)))
     )
     topo.spawn(
-        peer, sys.executable, "-m", "cand.lab.raw_bgp_peer", "--connect", "fc00:a::1",
+        peer, sys.executable, "-m", "cand_testbed.raw_bgp_peer", "--connect", "fc00:a::1",
         "--source", "fc00:a::9", "--messages", str(msgs), log=tmp_path / "peer.jsonl",
     )  # fmt: skip
 
