@@ -43,3 +43,17 @@ def test_route_scale_runs(tmp_path: Path) -> None:
     data = run(tmp_path, "bench.route_scale", "--sizes", "5", "--instances", "2")
     rows = data["rows"]
     assert [r["paths"] for r in rows] == [10, 10]  # type: ignore[index, union-attr]
+
+
+@pytest.mark.netns
+def test_dataplane_cost_runs(tmp_path: Path) -> None:
+    why = netns_available()
+    need(why is None, why or "")
+    data = run(
+        tmp_path, "bench.dataplane_cost", "--connects", "50", "--seconds", "1", "--reps", "1"
+    )
+    conn = data["connect_us"]
+    for path in ("steered", "plain"):
+        assert conn[path]["n"] == 50 and conn[path]["failed"] == 0  # type: ignore[index]
+        assert 0 < conn[path]["p50"] <= conn[path]["p99"]  # type: ignore[index]
+    assert data["throughput_gbit_s"]["no_gso"]["plain"] > 0  # type: ignore[index]
