@@ -70,3 +70,17 @@ def test_fault_runner_runs_each_fault_once(tmp_path: Path) -> None:
         assert s["established"] > 0, name
         if s["control_plane"]:  # cand, speakers, broker, sessions, reflector, reload
             assert s["established_broken"] == 0, (name, s)
+
+
+@pytest.mark.netns
+def test_dataplane_cost_runs(tmp_path: Path) -> None:
+    why = netns_available()
+    need(why is None, why or "")
+    data = run(
+        tmp_path, "bench.dataplane_cost", "--connects", "50", "--seconds", "1", "--reps", "1"
+    )
+    conn = data["connect_us"]
+    for path in ("steered", "plain"):
+        assert conn[path]["n"] == 50 and conn[path]["failed"] == 0  # type: ignore[index]
+        assert 0 < conn[path]["p50"] <= conn[path]["p99"]  # type: ignore[index]
+    assert data["throughput_gbit_s"]["no_gso"]["plain"] > 0  # type: ignore[index]
