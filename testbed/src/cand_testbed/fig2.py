@@ -206,7 +206,7 @@ class Fig2:
         return p
 
     def probe(self, node: str, *args: str) -> subprocess.Popen[str]:
-        """This module's own probes (`python -m cand_testbed.fig2 sink|connect|flows ...`) in a node."""
+        """This module's own probes (`python -m cand_testbed.fig2 sink|connect|flows`) in a node."""
         return self.spawn(node, sys.executable, "-m", "cand_testbed.fig2", *args)
 
     def route_natively(self) -> None:
@@ -267,7 +267,7 @@ def flows(dsid: str, gap: float, port: int) -> None:
     """New connections one after the other, a request on each, until killed: one JSON line
     per connection with its start (`time.monotonic()`, the same clock in every namespace) and
     the instance that answered (null on failure)."""
-    from cand.lab.load import once
+    from cand_testbed.load import once
 
     async def run() -> None:
         while True:
