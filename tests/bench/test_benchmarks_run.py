@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cand.lab.netns import netns_available
+from cand.plugins import available
 from tests.conftest import need
 
 ROOT = Path(__file__).parents[2]
@@ -84,3 +86,19 @@ def test_dataplane_cost_runs(tmp_path: Path) -> None:
         assert conn[path]["n"] == 50 and conn[path]["failed"] == 0  # type: ignore[index]
         assert 0 < conn[path]["p50"] <= conn[path]["p99"]  # type: ignore[index]
     assert data["throughput_gbit_s"]["no_gso"]["plain"] > 0  # type: ignore[index]
+
+
+def test_steer_sim_runs_and_the_oracle_is_the_floor(tmp_path: Path) -> None:
+    """Tiny size; every installed policy and the oracle are there, and with fresh reports no
+    policy beats the oracle on mean completion (it knows every queue at once: if a policy
+    did, the simulator or the oracle would be wrong)."""
+    data = run(tmp_path, "bench.steer_sim", "--requests", "3000", "--staleness", "0,0.2")
+    rows: list[dict[str, Any]] = data["rows"]  # type: ignore[assignment]
+    oracle: dict[str, Any] = data["oracle"]  # type: ignore[assignment]
+    assert {r["policy"] for r in rows} == set(available("cand.policies"))
+    assert oracle["policy"] == "oracle" and oracle["measured"] > 2000
+    fresh = [r for r in rows if r["staleness_s"] == 0]
+    assert len(fresh) == len(available("cand.policies"))
+    for r in fresh:
+        assert oracle["mean_ms"] <= r["mean_ms"], r["policy"]
+    assert (tmp_path / "steer_sim.png").stat().st_size > 0
