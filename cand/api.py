@@ -98,7 +98,8 @@ class ApiServer:
             else:
                 answer = await self._read_and_answer(reader)
             writer.write(json.dumps(answer, default=str).encode() + b"\n")
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await writer.drain()
         except (ConnectionError, TimeoutError):
             self.counters["dropped"] += 1
         finally:
@@ -107,7 +108,8 @@ class ApiServer:
 
     async def _read_and_answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
         try:
-            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                line = await reader.readline()
         except TimeoutError:
             self.counters["timeout"] += 1
             return {"ok": False, "error": f"no request line within {REQUEST_TIMEOUT:g} s"}
@@ -159,15 +161,15 @@ class ApiServer:
 
 async def request(path: Path, cmd: str, timeout: float = 5.0) -> Any:
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=1 << 28), timeout
-        )
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 28)
     except (OSError, TimeoutError) as e:
         raise ApiError(f"cannot reach the daemon at {path}: {e} (is `cand run` running?)") from None
     try:
         writer.write(json.dumps({"cmd": cmd}).encode() + b"\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await reader.readline()
     except (OSError, TimeoutError) as e:
         raise ApiError(f"the daemon at {path} did not answer: {e!r}") from None
     finally:

@@ -32,7 +32,7 @@ from cand.engine import (
 )
 from cand.lane import Lane, coalesce
 from cand.model import RouterId
-from cand.ports import AdapterError, Dataplane, MetricSource, Speaker, StopMode
+from cand.ports import AdapterError, CostSource, Dataplane, MetricSource, Speaker, StopMode
 from cand.reload import ReloadRefused, plan_reload
 
 log = logging.getLogger("cand.daemon")
@@ -43,6 +43,7 @@ MAX_BATCH = 5000
 @dataclass
 class Adapters:
     sources: list[MetricSource] = field(default_factory=list)
+    costs: list[CostSource] = field(default_factory=list)
     speaker: Speaker | None = None
     dataplane: Dataplane | None = None
 
@@ -83,6 +84,8 @@ class Daemon:
         self.stop_mode: StopMode | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watched: dict[str, dict[RouterId, Any]] = {}
 
     async def emit(self, event: Event) -> None:
         await self.queue.put(event)
@@ -148,6 +151,7 @@ class Daemon:
         withdrawals reach the peers), and only then everything else. Returns how it stopped."""
         from cand.api import ApiServer
 
+        self._loop = asyncio.get_running_loop()
         api = ApiServer(self, self.config.api.socket)
         speaker = self.adapters.speaker
         stopped = False
@@ -156,6 +160,10 @@ class Daemon:
                 sources = [
                     tg.create_task(s.run(self.emit), name=f"metric-source-{i}")
                     for i, s in enumerate(self.adapters.sources)
+                ]
+                sources += [
+                    tg.create_task(c.run(self.emit), name=f"cost-source-{c.name}")
+                    for c in self.adapters.costs
                 ]
                 engine = tg.create_task(self._consume(), name="engine")
                 tg.create_task(api.serve(), name="api")
@@ -233,8 +241,18 @@ class Daemon:
             self.lanes["dataplane"].put(packet)
         if routing and "speaker" in self.lanes:
             self.lanes["speaker"].put(routing)
+        self._watch()
         for listener in self.listeners:
             listener(batch, effects)
+
+    def _watch(self) -> None:
+        """Tell each cost source which egresses to measure, when that changed: those learned
+        from BGP that the config gives to it (O(egresses) per batch, not O(paths))."""
+        for source in self.adapters.costs:
+            targets = self.engine.cost_targets(source.name)
+            if targets != self._watched.get(source.name):
+                self._watched[source.name] = targets
+                source.watch(targets)
 
     def adapter_failed(self, lane: str, error: BaseException, bug: bool) -> None:
         """An adapter failed one operation: counted and logged; the lane goes on."""
@@ -252,6 +270,8 @@ class Daemon:
             "router": self.config.router.id,
             "roles": list(self.config.router.roles),
             "uptime": round(time.time() - self.started, 1),
+            # flat over a soak, or something leaks (the exporter asks from its own thread)
+            "tasks": len(asyncio.all_tasks(self._loop)) if self._loop is not None else 0,
             "services": len(self.engine.table),
             "local_instances": len(self.engine.rib.local),
             "remote_paths": len(self.engine.rib.remote),
@@ -261,6 +281,7 @@ class Daemon:
             "queue": self.queue.qsize(),
             "lanes": {n: lane.status() for n, lane in self.lanes.items()},
             "metric_sources": [s.status() for s in a.sources],
+            "cost_sources": [c.status() for c in a.costs],
             "speaker": a.speaker.status() if a.speaker is not None else None,
             "dataplane": a.dataplane.status() if a.dataplane is not None else None,
         }
@@ -271,7 +292,16 @@ class Daemon:
         return self.engine.rib.to_json()
 
     def services_json(self) -> list[dict[str, Any]]:
-        return [e.to_json() for _, e in sorted(self.engine.table.items())]
+        costs = {row["egress"]: row for row in self.cost_json()}
+        out = []
+        for _, entry in sorted(self.engine.table.items()):
+            data = entry.to_json()
+            for inst in data["instances"]:
+                row = costs.get(inst["egress"])
+                inst["cost_source"] = "local" if inst["local"] else (row or {}).get("source")
+                inst["cost_age"] = None if row is None else row.get("age")
+            out.append(data)
+        return out
 
     def routes_json(self) -> dict[str, Any]:
         sp = self.adapters.speaker
@@ -281,7 +311,12 @@ class Daemon:
             "received": rib["remote"],
             "local": rib["local"],
             "speaker": sp.routes() if sp is not None else None,
+            "egresses": self.cost_json(),
         }
+
+    def cost_json(self) -> list[dict[str, Any]]:
+        """Per egress: its network cost, source, age and last raw samples."""
+        return self.engine.cost_table(self.clock())
 
     async def bindings_json(self) -> list[dict[str, Any]]:
         dp = self.adapters.dataplane
@@ -321,7 +356,8 @@ async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
 async def _bounded(coro: Any, timeout: float, what: str) -> None:
     """A stop step that may not hang the stop: it gets `timeout` seconds."""
     try:
-        await asyncio.wait_for(asyncio.shield(coro), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(coro)
     except TimeoutError:
         log.warning("event=stop_incomplete step=%s timeout=%gs", what, timeout)
     except AdapterError as e:

@@ -320,7 +320,8 @@ class ExabgpSpeaker:
                 log.warning("event=exabgp_ack_missing sent=%d acked=%d", self._sent, self._acked)
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._answered.wait()
 
     # --- the bridge connection -------------------------------------------------------------
 
@@ -350,7 +351,8 @@ class ExabgpSpeaker:
             while True:
                 wait = self._eor_after - time.monotonic() if self._eor_due else None
                 try:
-                    line = await asyncio.wait_for(reader.readline(), wait)
+                    async with asyncio.timeout(wait):
+                        line = await reader.readline()
                 except TimeoutError:
                     await self._end_of_rib()
                     continue

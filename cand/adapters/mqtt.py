@@ -71,6 +71,8 @@ class MqttMetricSource:
         self._last_log: dict[str, float] = {}
         self.counters: dict[str, int] = {}
         self.resyncs = 0
+        self.behind = 0  # times the received queue reached a quarter of max_queue
+        self._behind = False
         self._queue: asyncio.Queue[aiomqtt.Message] | None = None
 
     @classmethod
@@ -169,14 +171,20 @@ class MqttMetricSource:
 
     async def _resync_after_loss(self, client: aiomqtt.Client) -> None:
         """Reports were lost (our queue overflowed, or the broker's queue for us did and an
-        instance's seq skipped): once the flood is over, subscribe again. The broker resends
+        instance's seq skipped), or may have been (our queue was a quarter full: while we
+        are that far behind the broker's queue for us fills and drops in silence, and a
+        report whose instance says nothing more is never seen missing): once the flood is
+        over, subscribe again. The broker resends
         each instance's retained report, its newest, so the latest state lost in the flood
         comes back now rather than at the instance's next report or its expiry; exact
         re-deliveries are ignored by the sequencer."""
         seen = self._losses()
         while True:
             await asyncio.sleep(RESYNC_QUIET)
-            if self._losses() == seen or self._backlog() > self.cfg.max_queue // 4:
+            if self._backlog() > self.cfg.max_queue // 4:
+                continue
+            self._behind = False
+            if self._losses() == seen:
                 continue
             seen = self._losses()
             await self._subscribe(client)
@@ -184,7 +192,7 @@ class MqttMetricSource:
             log.info("event=mqtt_resync after=lost_reports resyncs=%d", self.resyncs)
 
     def _losses(self) -> int:
-        return self.dropped["overflow"] + self.sequencer.gaps
+        return self.dropped["overflow"] + self.sequencer.gaps + self.behind
 
     def _backlog(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
@@ -200,6 +208,9 @@ class MqttMetricSource:
                 source._queue = self
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
+                if not source._behind and self.qsize() >= self.maxsize // 4:
+                    source._behind = True
+                    source.behind += 1
                 try:
                     super().put_nowait(item)
                 except asyncio.QueueFull:
@@ -281,6 +292,7 @@ class MqttMetricSource:
             "reports_missing": self.sequencer.missing,
             "input_bugs": self.counters.get("input_bugs", 0),
             "resyncs": self.resyncs,
+            "fell_behind": self.behind,
             "dropped": sum(self.dropped.values()),
             **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())},
         }

@@ -13,9 +13,11 @@ from cand.engine.effects import (
 from cand.engine.engine import Engine, EngineConfig, UnknownPolicy
 from cand.engine.events import (
     CostChanged,
+    CostSampled,
     Event,
     InstanceReported,
     MetricsReachable,
+    PathsAdopted,
     PeerDown,
     PeerSynced,
     Reconfigured,
@@ -36,6 +38,7 @@ __all__ = [
     "Advertise",
     "Choice",
     "CostChanged",
+    "CostSampled",
     "DampingParams",
     "DefaultAction",
     "Effect",
@@ -45,6 +48,7 @@ __all__ = [
     "InstanceMode",
     "InstanceReported",
     "MetricsReachable",
+    "PathsAdopted",
     "PeerDown",
     "PeerSynced",
     "PolicyParams",

@@ -74,6 +74,18 @@ class CostChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CostSampled:
+    """A cost source measured the way to an egress: `value` in milliseconds (the raw sample,
+    before smoothing), or None when there is no route to it (unusable for steering at once).
+    The engine smooths samples (`cand.engine.cost`) and takes them only from the source the
+    config gives that egress."""
+
+    egress: RouterId
+    source: str
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsReachable:
     """The metric source lost (False) or regained (True) its broker.
 
@@ -84,6 +96,16 @@ class MetricsReachable:
 
     reachable: bool
     grace: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PathsAdopted:
+    """The speaker found paths an earlier cand announced (gobgpd outlived it). They stay up
+    for `grace` seconds; whichever no local report has confirmed by then is withdrawn, so a
+    restart moves no flow and an instance that died meanwhile does not linger."""
+
+    keys: frozenset[InstanceKey]
+    grace: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +130,9 @@ Event = (
     | PeerDown
     | PeerSynced
     | CostChanged
+    | CostSampled
     | MetricsReachable
+    | PathsAdopted
     | Reconfigured
     | Tick
 )

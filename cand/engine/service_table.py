@@ -60,6 +60,8 @@ class Candidate(NamedTuple):
     route: InstanceRoute
     network_cost: float
     local: bool
+    reachable: bool = True
+    """False when the cost source found no route to the egress: no new flows go there."""
 
     @property
     def key(self) -> InstanceKey:
@@ -81,6 +83,7 @@ class Choice(NamedTuple):
     """CATS L2 score, 0..10, higher is better (0-3 do not steer, 8-10 preferred)."""
     network_cost: float
     local: bool
+    reachable: bool = True
 
     @property
     def binding(self) -> BindingId:
@@ -97,6 +100,7 @@ class Choice(NamedTuple):
             "l2": self.l2,
             "network_cost": self.network_cost,
             "local": self.local,
+            "reachable": self.reachable,
         }
 
 

@@ -43,7 +43,7 @@ import grpc
 from cand.adapters.speaker_setup import SpeakerSetup
 from cand.backoff import Backoff
 from cand.config import Config
-from cand.engine.events import PeerDown, PeerSynced, RouteLearned
+from cand.engine.events import PathsAdopted, PeerDown, PeerSynced, RouteLearned
 from cand.model import InstanceKey, InstanceRoute, ServiceId
 from cand.plugins import parse_options
 from cand.ports import Emit, StopMode
@@ -167,8 +167,8 @@ class GobgpSpeaker:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(emit), name="gobgp-watch")
                 tg.create_task(self._reconcile_loop(emit), name="gobgp-read")
-                if self.adopted:
-                    tg.create_task(self._expire_adopted(), name="gobgp-adopt")
+                if self.adopted:  # the engine withdraws what nobody confirms in time
+                    await emit(PathsAdopted(frozenset(self.adopted), self.opts.adopt_grace))
                 if self.child is not None:
                     tg.create_task(self._supervise(), name="gobgp-supervise")
                 if self.opts.rib_out_check > 0:
@@ -362,18 +362,6 @@ class GobgpSpeaker:
                 req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=p.family, path=p)
                 if await self._rpc(self.stub.DeletePath(req)):
                     self.counters["drift_withdrawn"] += 1
-
-    async def _expire_adopted(self) -> None:
-        await asyncio.sleep(self.opts.adopt_grace)
-        for key, path in list(self.adopted.items()):
-            if key not in self.out:
-                await self._rpc(
-                    self.stub.DeletePath(
-                        pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
-                    )
-                )
-                log.info("event=gobgp_adopted_withdrawn instance=%s", key)
-        self.adopted.clear()
 
     async def _supervise(self) -> None:
         """gobgpd died: start it again and re-announce everything (peers' graceful restart
