@@ -123,6 +123,21 @@ def test_edge_metadata_direct_and_through_a_reflector(topo: Topology, tmp_path: 
             1000 - route.metrics.load_permille,
         )
 
+    # and byte for byte in the layout docs/wire-formats.md gives, for these two instances
+    seen = {
+        (str(bgp.decode_route(s, eg, u.attributes, 65000).binding), u.attributes[42].to_bytes())
+        for u in direct
+        for _p, s, eg in u.announced
+    }
+    # fmt: off
+    documented = {
+        # flags 0x80, type 42, 13 bytes; capability 0xFF01 with L2; available = 1000 - load
+        ("2001:db8:a::10", bytes.fromhex("802a0d" "00010003" "ff01" "08" "00020002" "0320")),
+        ("2001:db8:a::11", bytes.fromhex("802a0d" "00010003" "ff01" "04" "00020002" "015e")),
+    }
+    # fmt: on
+    assert documented <= seen, seen
+
     # through the reflector: 42 is gone, the large communities are the same bytes
     assert all(bgp.EDGE_METADATA not in u.attributes for u in reflected)
     lc_direct = {u.attributes[bgp.LARGE_COMMUNITY].value for u in direct}
