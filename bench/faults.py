@@ -33,7 +33,6 @@ from cand.api import ApiError
 from cand.lab.netns import netns_available
 
 D_BID = {name: binding for name, (_, binding, _) in INSTANCES.items()}
-NAME = {binding: name for name, binding in D_BID.items()}
 
 
 @dataclass

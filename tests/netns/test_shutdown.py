@@ -111,6 +111,17 @@ def pair(
     return e, i, ii, port, esock, isock
 
 
+def announcing_sessions(dump: subprocess.Popen[bytes], pcap: Path) -> list[Any]:
+    """The egress's sessions in the capture, once it is complete. Connections that lost a
+    collision carry no route: only those that announced count."""
+    time.sleep(0.3)
+    dump.terminate()
+    dump.wait(5)
+    sessions = [s for s in sent_by(pcap, E_ADDR) if any(m.announced for m in s)]
+    assert sessions, "no announcement from the egress on the wire"
+    return sessions
+
+
 @pytest.mark.parametrize("speaker", SPEAKERS)
 def test_stop_withdraws_on_the_wire_before_the_session_closes(
     topo: Topology, tmp_path: Path, speaker: str
@@ -139,12 +150,7 @@ def test_stop_withdraws_on_the_wire_before_the_session_closes(
     print(f"{speaker}: ingress dropped the path {took * 1000:.0f} ms after SIGTERM")
     assert rc == 0, (tmp_path / "e.log").read_text()[-3000:]
     assert children_in(e, CHILD[speaker]) == [], f"{CHILD[speaker]} outlived a stopped cand"
-    time.sleep(0.3)
-    dump.terminate()
-    dump.wait(5)
-    # connections that lost a collision carry no route: only the one that announced counts
-    sessions = [s for s in sent_by(pcap, E_ADDR) if any(m.announced for m in s)]
-    assert sessions, "no announcement from the egress on the wire"
+    sessions = announcing_sessions(dump, pcap)
     for s in sessions:
         end = next((k for k, m in enumerate(s) if m.kind in ("notification", "close")), None)
         assert end is not None, f"the egress never closed its session: {s}"
@@ -183,11 +189,7 @@ def test_stop_announces_graceful_shutdown_before_withdrawing(
     assert any(marks), "the ingress never held the path marked GRACEFUL_SHUTDOWN"
     assert not marks[0], "marked before the stop"
     assert "event=bgp_graceful_shutdown" in (tmp_path / "e.log").read_text()
-    time.sleep(0.3)
-    dump.terminate()
-    dump.wait(5)
-    sessions = [s for s in sent_by(pcap, E_ADDR) if any(m.announced for m in s)]
-    assert sessions, "no announcement from the egress on the wire"
+    sessions = announcing_sessions(dump, pcap)
     for s in sessions:
         kinds = [m.kind + ("+gshut" if m.gshut else "") for m in s if m.kind != "keepalive"]
         print(f"{speaker}: the egress sent {kinds}")
