@@ -36,9 +36,8 @@ from typing import Any
 
 from cand_testbed.fig2 import WEB, Fig2
 
-from bench.common import save, summary, table
+from bench.common import need_netns, save, summary, table
 from bench.lablegs import Kernel, Watch, lane_started
-from cand.lab.netns import netns_available
 
 PARTS = ("detection", "egress_hold", "bgp_withdraw", "kernel", "last_flow", "kernel_total")
 
@@ -124,9 +123,7 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=0.005, help="seconds between new flows")
     ap.add_argument("--spacing", type=float, default=12.0, help="seconds between kills")
     a = ap.parse_args()
-    why = netns_available()
-    if why:
-        sys.exit(f"failure: {why}")
+    need_netns("failure")
     m = measure(a.runs, a.gap, a.spacing)
     parts = {k: summary([r[k] for r in m["runs"]]) for k in PARTS}
     base = parts["detection"]

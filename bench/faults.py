@@ -28,9 +28,8 @@ from typing import Any
 from cand_testbed.faults import Fault, every_fault
 from cand_testbed.fig2 import APP, INSTANCES, WEB, Fig2
 
-from bench.common import RESULTS, save, table
+from bench.common import RESULTS, need_netns, save, table
 from cand.api import ApiError
-from cand.lab.netns import netns_available
 
 D_BID = {name: binding for name, (_, binding, _) in INSTANCES.items()}
 
@@ -220,9 +219,7 @@ def main() -> None:
     ap.add_argument("--soak", type=float, default=0.0, help="minutes of random faults")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    why = netns_available()
-    if why:
-        sys.exit(f"bench.faults: {why}")
+    need_netns("bench.faults")
     random.seed(a.seed)
     only = a.only.split(",") if a.only else []
     faults = [f for f in every_fault(a.speaker) if not only or any(o in f.name for o in only)]

@@ -33,9 +33,8 @@ from typing import Any
 
 from cand_testbed.fig2 import INSTANCES, Fig2
 
-from bench.common import save, summary, table
+from bench.common import need_netns, save, summary, table
 from bench.lablegs import Kernel, Watch, lane_started
-from cand.lab.netns import netns_available
 
 WEB3 = INSTANCES["web-3"][1]
 DR3 = "fc00:3::1"
@@ -198,9 +197,7 @@ def main() -> None:
     ap.add_argument("--changes", type=int, default=200)
     ap.add_argument("--gap", type=float, default=0.3, help="seconds between changes (> 0.2)")
     a = ap.parse_args()
-    why = netns_available()
-    if why:
-        sys.exit(f"reaction: {why}")
+    need_netns("reaction")
     m = measure(a.changes, a.gap)
     legs = {k: summary([r[k] for r in m["rows"]]) for k in (*LEGS, "bare_mqtt")}
     base = {
