@@ -59,7 +59,10 @@ def one(lab: Fig2, watch: Watch, kernel: Kernel, gap: float) -> dict[str, Any]:
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     for r in rows:  # `at` is when the flow ended; it started `ms` before
         r["start"] = r["at"] - r["ms"] / 1000
-    before = [r for r in rows if r["start"] < killed]
+    # a flow that had started but not ended when web-3 was killed may have been web-3's
+    # (killed mid-request): it is neither "before" nor "after" the kill
+    before = [r for r in rows if r["at"] < killed]
+    in_flight = [r for r in rows if r["start"] < killed <= r["at"]]
     after = [r for r in rows if r["start"] >= killed]
     dead = [r for r in after if r["served_by"] in (None, "web-3")]
     withdrawn, programmed = lane_started(dr3, "speaker"), lane_started(dr1, "dataplane")
@@ -79,6 +82,8 @@ def one(lab: Fig2, watch: Watch, kernel: Kernel, gap: float) -> dict[str, Any]:
         "to_dead_refused_ms": [r["ms"] for r in dead if r["ms"] < 900],
         "to_dead_timed_out": sum(r["ms"] >= 900 for r in dead),
         "failed_before_kill": sum(r["served_by"] is None for r in before),
+        "in_flight_at_kill": len(in_flight),
+        "in_flight_failed": sum(r["served_by"] is None for r in in_flight),
         "served_by_web3_before": sum(r["served_by"] == "web-3" for r in before),
     }
 
