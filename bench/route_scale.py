@@ -1,130 +1,376 @@
-"""Route scale: an ingress (cand + gobgpd) learns N D-SIDs x M instances.
+"""Route scale: an ingress (cand + gobgpd + the Linux data plane) learns N D-SIDs x M instances.
 
-    .venv/bin/python -m bench.route_scale [--sizes 100,1000] [--instances 4]  (root)
+    .venv/bin/python -m bench.route_scale [--sizes 100,1000,10000] [--instances 12]  (root)
 
-The egress is a cand speaker fed by a generator (bench.route_feed), GoBGP and ExaBGP in turn,
-each in its own pair of network namespaces. Measured: time from the first announcement until
-the ingress rib holds every path, the feed time alone (the speaker's own rate: the baseline the
-ingress is compared with), and the ingress daemon's resident memory.
+The egress is a cand speaker fed by a generator (bench.route_feed), GoBGP or ExaBGP, in its own
+namespace. The generator hands every path to the speaker first (`fed`); only then does the
+receiver start, so what is timed from "session up" is the receiving side (plus the egress's own
+UPDATE generation, which both receivers share). For each size, in the same run:
+
+- baseline: a plain gobgpd (no cand) at the ingress address; paths counted in its adj-RIB-in
+  (`GetTable`, ADJ_IN) until all are there: gobgpd's own receive rate;
+- cand: the ingress daemon, until its rib holds every path and every D-SID has an entry (rib),
+  and until its Linux data plane reports one installed slot (route + rule) per path (kernel);
+  the kernel state is then read back once (`ip -6 rule`, `nft list chains`) to confirm it.
+
+Also: the engine's recomputes per second while learning, the daemon's RSS (now and peak).
+With `--profile`, py-spy records the ingress daemon while it learns (largest size only).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cand_testbed.routers import cand_toml, start_cand, wait_api
 
-from bench.common import save, table
-from cand.api import request
+from bench.common import RESULTS, save, table
+from cand.api import ApiError, request
 from cand.lab.netns import Topology, netns_available
 
+EGRESS, INGRESS = "fc00:a::3", "fc00:a::1"
+TIMEOUT = 900.0
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+
+class KernelMiss(Exception):
+    """The data plane gave up on what it was asked to install."""
+
+
+def proc_kb(pid: int, field: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
 
 
-def one(speaker: str, n: int, m: int) -> dict[str, Any]:
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float = TIMEOUT, every: float = 0.05
+) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        time.sleep(every)
+    raise TimeoutError(what)
+
+
+def lab() -> tuple[Topology, str, str]:
     topo = Topology()
+    e, i = topo.ns("egress"), topo.ns("ingress")
+    topo.link(e, f"{EGRESS}/64", i, f"{INGRESS}/64")
+    # the instances' SIDs (fc00:0:3::/48, bench.route_feed) are behind the egress
+    topo.exec(i, "ip", "-6", "route", "add", "fc00::/16", "via", EGRESS)
+    return topo, e, i
+
+
+def feed(topo: Topology, e: str, tmp: Path, speaker: str, n: int, m: int) -> float:
+    """Start the egress and hand it every path; the speaker's own time to take them."""
+    econf = cand_toml(tmp, "e", EGRESS, [INGRESS], ["egress"], speaker=speaker)
+    log = tmp / "feed.log"
+    topo.spawn(e, sys.executable, "-m", "bench.route_feed", str(econf), str(n), str(m), log=log)
+    fed: list[str] = []
+
+    def done() -> bool:
+        nonlocal fed
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("fed "):
+                fed = line.split()
+                return True
+        return False
+
+    wait_for(f"{speaker}: feeder", done, timeout=TIMEOUT, every=0.1)
+    return float(fed[2])
+
+
+def baseline(topo: Topology, i: str, tmp: Path, want: int) -> dict[str, float]:
+    """A plain gobgpd at the ingress address: session up -> all paths in its adj-RIB-in."""
+    import grpc
+    from cand_gobgp.api import pb, pb_grpc
+
+    sock = tmp / "plain-gobgpd.sock"
+    topo.spawn(
+        i,
+        "gobgpd",
+        "--api-hosts",
+        f"unix://{sock}",
+        "-l",
+        "warn",
+        "--pprof-disable",
+        log=tmp / "plain-gobgpd.log",
+    )
+    ch = grpc.insecure_channel(f"unix://{sock}")
+    stub = pb_grpc.GobgpApiStub(ch)
+
+    def alive() -> bool:
+        try:
+            stub.GetBgp(pb.GetBgpRequest(), timeout=0.5)
+            return True
+        except grpc.RpcError:
+            return False
+
+    wait_for("plain gobgpd", alive, timeout=10)
+    g = pb.Global(asn=65000, router_id="10.255.0.99", listen_port=179)
+    stub.StartBgp(pb.StartBgpRequest(**{"global": g}))
+    fam = pb.Family(afi=pb.Family.AFI_IP6, safi=pb.Family.SAFI_UNICAST)
+    start = time.monotonic()
+    stub.AddPeer(
+        pb.AddPeerRequest(
+            peer=pb.Peer(
+                conf=pb.PeerConf(neighbor_address=EGRESS, peer_asn=65000),
+                timers=pb.Timers(config=pb.TimersConfig(hold_time=9, keepalive_interval=3)),
+                afi_safis=[
+                    pb.AfiSafi(
+                        config=pb.AfiSafiConfig(family=fam, enabled=True),
+                        add_paths=pb.AddPaths(config=pb.AddPathsConfig(receive=True)),
+                    )
+                ],
+            )
+        )
+    )
+
+    def up() -> bool:
+        for r in stub.ListPeer(pb.ListPeerRequest(address=EGRESS)):
+            return bool(r.peer.state.session_state == pb.PeerState.ESTABLISHED)
+        return False
+
+    def count() -> int:
+        req = pb.GetTableRequest(table_type=pb.ADJ_IN, family=fam, name=EGRESS)
+        return int(stub.GetTable(req).num_path)
+
+    t_up = wait_for("plain gobgpd: session", up, every=0.01)
+    t_done = wait_for("plain gobgpd: paths", lambda: count() >= want, every=0.02)
+    ch.close()
+    return {"session_s": t_up - start, "converged_after_up_s": t_done - t_up}
+
+
+def ingress_conf(tmp: Path, want: int) -> Path:
+    extra = (
+        f"\n[limits]\nmax_instances_per_egress = {max(4096, want * 2)}\n"
+        '\n[dataplane]\nkind = "linux"\n\n[dataplane.options]\nreconcile_interval = 600\n'
+    )
+    conf = cand_toml(tmp, "i", INGRESS, [EGRESS], ["ingress"], extra=extra)
+    text = conf.read_text().replace('[log]\nlevel = "debug"', '[log]\nlevel = "warning"')
+    text = text.replace("[[services]]", "[decision]\nsteer_unknown = true\n\n[[services]]")
+    conf.write_text(text)
+    return conf
+
+
+def kernel_state(topo: Topology, i: str) -> dict[str, int]:
+    rules = topo.exec(i, "ip", "-6", "rule", "show", "proto", "200").stdout.count("lookup")
+    chains = topo.exec(i, "nft", "list", "table", "ip6", "cand", check=False).stdout
+    return {"rules": rules, "service_chains": chains.count("chain svc_")}
+
+
+def with_cand(
+    topo: Topology, i: str, tmp: Path, n: int, m: int, profile: Path | None, kernel_timeout: float
+) -> dict[str, Any]:
+    want = n * m
+    start = time.monotonic()
+    isock = start_cand(topo, i, ingress_conf(tmp, want), tmp, "i")
+    pid = topo.procs[-1].pid
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-o",
+                str(profile),
+                "--pid",
+                str(pid),
+                "--rate",
+                "50",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     try:
-        with tempfile.TemporaryDirectory(prefix="cand-scale-") as d:
-            tmp = Path(d)
-            e, i = topo.ns("egress"), topo.ns("ingress")
-            topo.link(e, "fc00:a::3/64", i, "fc00:a::1/64")
-            iconf = cand_toml(tmp, "i", "fc00:a::1", ["fc00:a::3"], ["ingress"], extra="")
-            text = iconf.read_text().replace('[log]\nlevel = "debug"', '[log]\nlevel = "warning"')
-            text = text.replace("[[services]]", "[decision]\nsteer_unknown = true\n\n[[services]]")
-            iconf.write_text(text)
-            isock = start_cand(topo, i, iconf, tmp, "i")
-            ingress_pid = topo.procs[-1].pid
-            econf = cand_toml(tmp, "e", "fc00:a::3", ["fc00:a::1"], ["egress"], speaker=speaker)
-            asyncio.run(wait_api(isock))
-            time.sleep(1.0)
-            base_rss = rss_mb(ingress_pid)
-            start = time.monotonic()
-            feeder = topo.spawn(
-                e, sys.executable, "-m", "bench.route_feed", str(econf), str(n), str(m),
-                stdout=__import__("subprocess").PIPE, stderr=None,
-            )  # fmt: skip
-            want = n * m
+        asyncio.run(wait_api(isock, timeout=30))
+        st: dict[str, Any] = {}
+        peak = 0.0
 
-            async def converge() -> tuple[float, float]:
-                deadline = time.monotonic() + 600
-                up = None
-                while time.monotonic() < deadline:
-                    st = await request(isock, "status")
-                    if up is None and st["speaker"]["peers_established"]:
-                        up = time.monotonic()
-                    if st["remote_paths"] >= want and st["services"] >= n:
-                        done = time.monotonic()
-                        return done - start, done - (up or start)
-                    await asyncio.sleep(0.05)
-                raise TimeoutError(f"{speaker} {n}x{m}: not converged")
+        def status() -> dict[str, Any]:
+            nonlocal st, peak
+            st = asyncio.run(request(isock, "status", timeout=30))
+            peak = max(peak, proc_kb(pid, "VmRSS"))
+            return st
 
-            took, after_up = asyncio.run(converge())
-            assert feeder.stdout is not None
-            fed: list[str] = []
-            for _ in range(1000):  # gobgpd's own log lines share the feeder's stdout
-                line = feeder.stdout.readline().decode()
-                if not line or line.startswith("fed "):
-                    fed = line.split()
-                    break
-            return {
-                "speaker": speaker,
-                "services": n,
-                "instances": m,
-                "paths": want,
-                "converged_s": took,
-                "converged_after_session_up_s": after_up,
-                "feed_s": float(fed[2]) if len(fed) == 3 else float("nan"),
-                "paths_per_s": want / after_up,
-                "ingress_rss_mb": rss_mb(ingress_pid),
-                "ingress_rss_start_mb": base_rss,
-            }
+        t_up = wait_for("cand: session", lambda: status()["speaker"]["peers_established"] > 0)
+        before = st["engine"]["recomputes"]
+        t_rib = wait_for(
+            "cand: rib", lambda: status()["remote_paths"] >= want and st["services"] >= n
+        )
+        recomputes = st["engine"]["recomputes"] - before
+
+        def kernel() -> bool:
+            try:
+                dp = status()["dataplane"]
+            except ApiError:  # the loop is busy installing: ask again
+                return False
+            if dp["slots"] >= want and dp["installed"] >= 2 * want:
+                return True
+            lane = st["lanes"]["dataplane"]
+            if lane["failed"] and not lane["backlog"]:
+                raise KernelMiss(f"data plane failed {lane['failed']} batches ({dp})")
+            return False
+
+        try:
+            t_kernel = wait_for("cand: kernel", kernel, timeout=kernel_timeout, every=0.1)
+            missed = ""
+        except (KernelMiss, TimeoutError) as e:
+            t_kernel, missed = float("nan"), f"{e}: {st['dataplane']}"
     finally:
-        topo.close()
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes the flame graph and ends
+            try:
+                spy.wait(60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait(5)
+    dp = st["dataplane"]
+    return {
+        "session_s": t_up - start,
+        "rib_after_up_s": t_rib - t_up,
+        "kernel_after_up_s": t_kernel - t_up,
+        "recomputes": recomputes,
+        "recomputes_per_s": recomputes / max(t_rib - t_up, 1e-9),
+        "batches": st["daemon"].get("batches"),
+        "rss_mb": proc_kb(pid, "VmRSS"),
+        "rss_peak_mb": max(peak, proc_kb(pid, "VmHWM")),
+        "dataplane": {k: dp[k] for k in ("slots", "installed", "errors", "transactions")},
+        "kernel": kernel_state(topo, i),
+        "kernel_missed": missed,
+    }
+
+
+def one(
+    speaker: str, n: int, m: int, profile: Path | None, kernel_timeout: float = TIMEOUT
+) -> dict[str, Any]:
+    want = n * m
+    row: dict[str, Any] = {"speaker": speaker, "services": n, "instances": m, "paths": want}
+    for phase in ("baseline", "cand"):
+        topo, e, i = lab()
+        try:
+            with tempfile.TemporaryDirectory(prefix="cand-scale-") as d:
+                tmp = Path(d)
+                row[f"{phase}_feed_s"] = feed(topo, e, tmp, speaker, n, m)
+                if phase == "baseline":
+                    row["baseline"] = baseline(topo, i, tmp, want)
+                else:
+                    row["cand"] = with_cand(topo, i, tmp, n, m, profile, kernel_timeout)
+        finally:
+            topo.close()
+    b, c = row["baseline"]["converged_after_up_s"], row["cand"]["rib_after_up_s"]
+    row["baseline_paths_per_s"] = want / b
+    row["cand_paths_per_s"] = want / c
+    row["ratio"] = b / c  # cand's receive rate as a share of gobgpd's own
+    return row
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, mem) = plt.subplots(1, 2, figsize=(10, 4))
+    for speaker in sorted({r["speaker"] for r in rows}):
+        rs = sorted((r for r in rows if r["speaker"] == speaker), key=lambda r: r["services"])
+        xs = [r["services"] for r in rs]
+        ax.plot(xs, [r["cand"]["rib_after_up_s"] for r in rs], "o-", label=f"{speaker}: rib")
+        ax.plot(xs, [r["cand"]["kernel_after_up_s"] for r in rs], "s--", label=f"{speaker}: kernel")
+        ax.plot(
+            xs,
+            [r["baseline"]["converged_after_up_s"] for r in rs],
+            "^:",
+            label=f"{speaker}: plain gobgpd",
+        )
+        mem.plot(xs, [r["cand"]["rss_peak_mb"] for r in rs], "o-", label=f"{speaker}: peak RSS")
+    m = rows[0]["instances"]
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=f"D-SIDs (x {m} instances)",
+        ylabel="seconds after session up",
+        title="convergence at the ingress",
+    )
+    mem.set(
+        xscale="log", xlabel=f"D-SIDs (x {m} instances)", ylabel="MB", title="ingress daemon RSS"
+    )
+    for a in (ax, mem):
+        a.grid(True, which="both", alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="100,1000")
-    ap.add_argument("--instances", type=int, default=4)
+    ap.add_argument("--sizes", default="100,1000,3000,10000")
+    ap.add_argument("--instances", type=int, default=12)
+    ap.add_argument("--speakers", default="gobgp,exabgp")
+    ap.add_argument("--exabgp-max", type=int, default=1000, help="largest N fed through ExaBGP")
+    ap.add_argument("--profile", action="store_true", help="py-spy the ingress, largest N, GoBGP")
+    ap.add_argument(
+        "--kernel-timeout", type=float, default=TIMEOUT, help="give up on the kernel after this"
+    )
     a = ap.parse_args()
     why = netns_available()
     if why:
         sys.exit(f"route_scale: {why}")
-    rows = [
-        one(sp, n, a.instances) for n in map(int, a.sizes.split(",")) for sp in ("gobgp", "exabgp")
-    ]
-    print(f"Route scale: ingress cand+gobgpd learns N D-SIDs x {a.instances} instances")
+    sizes = sorted(map(int, a.sizes.split(",")))
+    rows = []
+    for n in sizes:
+        for sp in a.speakers.split(","):
+            if sp == "exabgp" and n > a.exabgp_max:
+                continue
+            last = a.profile and n == sizes[-1] and sp == "gobgp"
+            prof = RESULTS / "route_scale_ingress.svg" if last else None
+            rows.append(one(sp, n, a.instances, prof, a.kernel_timeout))
+            r = rows[-1]
+            save("route_scale", {"command": "(partial)", "rows": rows})  # a later crash keeps these
+            print(
+                f"{sp} {r['paths']}: cand {r['cand']['rib_after_up_s']:.2f}s, "
+                f"plain gobgpd {r['baseline']['converged_after_up_s']:.2f}s",
+                flush=True,
+            )
+    print(f"Route scale: an ingress learns N D-SIDs x {a.instances} instances")
     print(
         table(
             (
-                "egress speaker",
+                "egress",
                 "paths",
                 "feed s",
-                "from start s",
-                "after session up s",
-                "paths/s",
-                "ingress RSS MB",
+                "plain gobgpd s",
+                "cand rib s",
+                "cand kernel s",
+                "ratio",
+                "recomputes/s",
+                "RSS peak MB",
             ),
             [
                 (
                     r["speaker"],
                     r["paths"],
-                    r["feed_s"],
-                    r["converged_s"],
-                    r["converged_after_session_up_s"],
-                    r["paths_per_s"],
-                    r["ingress_rss_mb"],
+                    r["cand_feed_s"],
+                    r["baseline"]["converged_after_up_s"],
+                    r["cand"]["rib_after_up_s"],
+                    r["cand"]["kernel_after_up_s"],
+                    r["ratio"],
+                    r["cand"]["recomputes_per_s"],
+                    r["cand"]["rss_peak_mb"],
                 )
                 for r in rows
             ],
@@ -134,7 +380,9 @@ def main() -> None:
         "route_scale",
         {"command": "python -m bench.route_scale " + " ".join(sys.argv[1:]), "rows": rows},
     )
-    print(f"written: {path}")
+    png = path.with_suffix(".png")
+    plot(rows, png)
+    print(f"written: {path}, {png}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ from cand.wire import bgp, bgp_update
 
 log = logging.getLogger("cand.exabgp")
 
+SEND_CHUNK = 512
+"""Commands per write to ExaBGP's process (about 100 KiB): whole batches, never one at a time."""
+
 
 @dataclass(frozen=True)
 class ExabgpOptions:
@@ -265,9 +268,9 @@ class ExabgpSpeaker:
         wait = self.bgp.graceful_shutdown
         if self._writer is not None and wait > 0 and len(self.out):
             # RFC 8326: every path once more, least preferred, then the withdrawals
-            for route in self.out.graceful_shutdown().values():
-                self._send(command(route, self.asn, self.locator_len))
-                self.counters["graceful_shutdown"] += 1
+            gshut = self.out.graceful_shutdown().values()
+            self._send_many([command(route, self.asn, self.locator_len) for route in gshut])
+            self.counters["graceful_shutdown"] += len(gshut)
             log.info("event=bgp_graceful_shutdown paths=%d wait=%gs", len(self.out), wait)
             start = time.monotonic()
             with contextlib.suppress(ConnectionError):
@@ -275,8 +278,8 @@ class ExabgpSpeaker:
             await self._acknowledged(timeout=min(wait, 3.0))
             await asyncio.sleep(max(0.0, wait - (time.monotonic() - start)))
         if self._writer is not None:
-            for key in dict.fromkeys([*self.held, *self.out]):
-                self._send(withdraw_command(key, self.egress))
+            keys = dict.fromkeys([*self.held, *self.out])
+            self._send_many([withdraw_command(key, self.egress) for key in keys])
             self.held = {}
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()
@@ -313,12 +316,11 @@ class ExabgpSpeaker:
             len(diff.announce),
             len(diff.withdraw),
         )
+        self._send_many([withdraw_command(key, self.egress) for key in diff.withdraw])
         for key in diff.withdraw:
-            self._send(withdraw_command(key, self.egress))
             del self.held[key]
-        for key, route in diff.announce:
-            self._send(command(route, self.asn, self.locator_len))
-            self.held[key] = route
+        self._send_many([command(route, self.asn, self.locator_len) for _, route in diff.announce])
+        self.held.update(diff.announce)
         self.counters["reannounced"] += len(diff.announce)
         try:
             while True:
@@ -357,30 +359,40 @@ class ExabgpSpeaker:
     def _send(self, line: str) -> bool:
         """Write one command to ExaBGP; False when it is not connected (the next connection
         sends what is missing)."""
-        if "\n" in line or "\r" in line:
-            raise ValueError("exabgp: a command may not contain a line break")
+        return self._send_many([line])
+
+    def _send_many(self, lines: Sequence[str]) -> bool:
+        """Write commands to ExaBGP in one write (ExaBGP reads its pipe 16 KiB at a time and
+        takes every whole line in it); False when it is not connected."""
+        for line in lines:
+            if "\n" in line or "\r" in line:
+                raise ValueError("exabgp: a command may not contain a line break")
         if self._writer is None:
             return False
-        self._writer.write(line.encode() + b"\n")
-        self._sent += 1
+        if lines:
+            self._writer.write("".join(f"{line}\n" for line in lines).encode())
+            self._sent += len(lines)
         return True
 
     async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
+        lines = []
         for r in routes:
             self.out.set(r)
-            if self._send(command(r, self.asn, self.locator_len)):
-                self.held[r.key] = r
+            lines.append(command(r, self.asn, self.locator_len))
             self.counters["advertised"] += 1
-        if self._writer is not None:
-            with contextlib.suppress(ConnectionError):
-                await self._writer.drain()
+        for i in range(0, len(lines), SEND_CHUNK):
+            if self._send_many(lines[i : i + SEND_CHUNK]):
+                self.held.update((r.key, r) for r in routes[i : i + SEND_CHUNK])
+            if self._writer is not None:  # ExaBGP takes them at its pace: hold on to the rest
+                with contextlib.suppress(ConnectionError):
+                    await self._writer.drain()
 
     async def withdraw(self, keys: Sequence[InstanceKey]) -> None:
-        for k in keys:
-            if self.out.remove(k) is not None or k in self.held:
-                if self._send(withdraw_command(k, self.egress)):
-                    self.held.pop(k, None)
-                self.counters["withdrawn"] += 1
+        gone = [k for k in keys if self.out.remove(k) is not None or k in self.held]
+        self.counters["withdrawn"] += len(gone)
+        if self._send_many([withdraw_command(k, self.egress) for k in gone]):
+            for k in gone:
+                self.held.pop(k, None)
         if self._writer is not None:
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()

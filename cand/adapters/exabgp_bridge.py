@@ -1,9 +1,11 @@
-"""The process ExaBGP runs: joins its stdin/stdout to cand's unix socket, line by line.
+"""The process ExaBGP runs: joins its stdin/stdout to cand's unix socket.
 
     python -m cand.adapters.exabgp_bridge /path/to/api.sock
 
 ExaBGP writes events to our stdin and reads commands from our stdout; the cand speaker on the
-other end of the socket does the rest. Exits when either side closes, and ExaBGP restarts it.
+other end of the socket does the rest. Commands are relayed as they arrive, many per write
+(ExaBGP takes the whole lines out of what it reads), events line by line. Exits when either
+side closes, and ExaBGP restarts it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ async def main(path: str) -> None:
             writer.write(line)
             await writer.drain()
 
-    async def commands() -> None:  # cand -> ExaBGP
-        while line := await reader.readline():
-            sys.stdout.write(line.decode())
-            sys.stdout.flush()
+    async def commands() -> None:  # cand -> ExaBGP, whatever has arrived in one write
+        out = sys.stdout.buffer
+        while chunk := await reader.read(1 << 16):
+            out.write(chunk)  # ExaBGP keeps a partial last line until the rest comes
+            out.flush()
 
     _, pending = await asyncio.wait(
         [asyncio.create_task(events()), asyncio.create_task(commands())],

@@ -9,6 +9,8 @@ and logs it) with the tool's own message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +21,8 @@ class KernelError(RuntimeError):
     pass
 
 
-async def run(*cmd: str, stdin: str | None = None) -> str:
+async def run(*cmd: str, stdin: str | None = None, partial: bool = False) -> str:
+    """The tool's output; KernelError if it fails (`partial`: what it printed, even then)."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd,
@@ -30,7 +33,7 @@ async def run(*cmd: str, stdin: str | None = None) -> str:
     except FileNotFoundError:
         raise KernelError(f"{cmd[0]}: not installed (scripts/setup installs it)") from None
     out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not partial:
         what = " ".join(cmd) if stdin is None else f"{cmd[0]} (batch of {stdin.count(chr(10))})"
         raise KernelError(f"{what}: {err.decode().strip() or out.decode().strip()}")
     return out.decode()
@@ -53,14 +56,25 @@ async def ip_batch(lines: Sequence[str]) -> None:
 
 
 async def route_get_many(dsts: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-    """`ip route get` for many destinations in one process; None where there is no route."""
-    out: dict[str, dict[str, Any] | None] = {}
-    for d in dsts:  # one by one only when the batch cannot tell which line failed
-        try:
-            got = await ip_json("-6", "route", "get", d)
-            out[d] = got[0] if got else None
-        except KernelError:
-            out[d] = None
+    """`ip route get` for many destinations in one `ip -batch`; None where there is no route.
+    A destination with no route prints nothing (its error goes to stderr), so each answer is
+    matched to its question by the `dst` it names, not by its place."""
+    out: dict[str, dict[str, Any] | None] = dict.fromkeys(dsts)
+    if not dsts:
+        return out
+    wanted = {ipaddress.ip_address(d): d for d in dsts}
+    text = await run(
+        "ip", "-json", "-6", "-force", "-batch", "-",
+        stdin="".join(f"route get {d}\n" for d in dsts), partial=True,
+    )  # fmt: skip
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        for r in json.loads(line):
+            with contextlib.suppress(ValueError, TypeError):
+                d = wanted.get(ipaddress.ip_address(str(r.get("dst", "")).split("/")[0]))
+                if d is not None:
+                    out[d] = r
     return out
 
 

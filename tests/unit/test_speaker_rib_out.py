@@ -22,8 +22,10 @@ CFG = {
 @dataclass
 class FakeWriter:
     lines: list[str] = field(default_factory=list)
+    writes: int = 0
 
     def write(self, data: bytes) -> None:
+        self.writes += 1
         self.lines += data.decode().splitlines()
 
     async def drain(self) -> None:
@@ -70,6 +72,24 @@ def test_exabgp_gets_the_gap_on_every_connection() -> None:
         assert sp.status()["reannounced"] == 4
 
     asyncio.run(main())
+
+
+def test_exabgp_gets_a_batch_in_few_writes() -> None:
+    from cand.adapters import exabgp
+
+    sp = ExabgpSpeaker(config.parse(CFG), ExabgpOptions())
+    writer = FakeWriter()
+    sp._writer = writer  # type: ignore[assignment]
+    rs = [route(n) for n in range(1, exabgp.SEND_CHUNK + 11)]
+    asyncio.run(sp.advertise(rs))
+    assert writer.lines == [command(r, sp.asn, sp.locator_len) for r in rs]
+    assert writer.writes == 2  # one per chunk, not one per command
+    assert sp.held == {r.key: r for r in rs} and sp._sent == len(rs)
+    asyncio.run(sp.withdraw([r.key for r in rs[:20]]))
+    assert writer.writes == 3 and writer.lines[-20:] == [
+        withdraw_command(r.key, sp.egress) for r in rs[:20]
+    ]
+    assert len(sp.held) == len(rs) - 20 and sp.status()["withdrawn"] == 20
 
 
 def test_gobgp_rib_out_check_is_validated() -> None:

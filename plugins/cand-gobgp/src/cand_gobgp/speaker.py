@@ -99,6 +99,10 @@ RIB_OUT_CHECK_MIN, RIB_OUT_CHECK_MAX = 1.0, 3600.0
 
 
 REFUSED_MEMORY = 4096
+STREAM_MIN = 16
+"""From this many paths in one batch on, `AddPathStream` instead of one `AddPath` each."""
+STREAM_CHUNK = 1000
+"""Paths per message of a stream (about 150 bytes each: far below gRPC's 4 MiB limit)."""
 
 
 @dataclass
@@ -132,6 +136,7 @@ class GobgpSpeaker:
             "learned": 0,
             "malformed": 0,
             "rpc_errors": 0,
+            "streams": 0,
             "rib_out_checks": 0,
             "drift_announced": 0,
             "drift_withdrawn": 0,
@@ -350,12 +355,9 @@ class GobgpSpeaker:
                 len(diff.withdraw),
                 len(extra),
             )
-            for _key, route in diff.announce:
-                path = self._path(route)
-                if await self._rpc(
-                    self.stub.AddPath(pb.AddPathRequest(table_type=pb.GLOBAL, path=path))
-                ):
-                    self.counters["drift_announced"] += 1
+            self.counters["drift_announced"] += await self._add_paths(
+                [self._path(route) for _key, route in diff.announce]
+            )
             for key, p in [*((k, listed[k]) for k in diff.withdraw), *extra]:
                 log.info("event=gobgp_rib_out_unwanted instance=%s id=%d", key, p.identifier)
                 req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=p.family, path=p)
@@ -414,10 +416,9 @@ class GobgpSpeaker:
         start = loop.time()
         before = await self._sent()
         async with self._out_lock:
-            for route in self.out.graceful_shutdown().values():
-                req = pb.AddPathRequest(table_type=pb.GLOBAL, path=self._path(route))
-                if await self._rpc(self.stub.AddPath(req)):
-                    self.counters["graceful_shutdown"] += 1
+            self.counters["graceful_shutdown"] += await self._add_paths(
+                [self._path(route) for route in self.out.graceful_shutdown().values()]
+            )
         log.info(
             "event=bgp_graceful_shutdown paths=%d wait=%gs",
             self.counters["graceful_shutdown"],
@@ -474,26 +475,55 @@ class GobgpSpeaker:
         await self._ready.wait()
         async with self._out_lock:
             for route in routes:
-                path = self._path(route)
                 # desired state first: if gobgpd is down, the restarted one gets it from here
                 self.out.set(route)
                 self.adopted.pop(route.key, None)
-                if await self._rpc(
-                    self.stub.AddPath(pb.AddPathRequest(table_type=pb.GLOBAL, path=path))
-                ):
-                    self.counters["advertised"] += 1
+            self.counters["advertised"] += await self._add_paths(
+                [self._path(route) for route in routes]
+            )
+
+    async def _add_paths(self, paths: Sequence[Any]) -> int:
+        """Hand `paths` to gobgpd's global RIB; how many it took. A few go one `AddPath` each;
+        more go in one `AddPathStream` (one round trip and one RIB operation per chunk instead
+        of per path). A stream that fails is all-or-unknown: it counts as nothing taken, and
+        the RIB-out check (or gobgpd's restart) sends what is missing from the desired state."""
+        if len(paths) < STREAM_MIN:
+            taken = 0
+            for path in paths:
+                req = pb.AddPathRequest(table_type=pb.GLOBAL, path=path)
+                taken += await self._rpc(self.stub.AddPath(req))
+            return taken
+        chunks = [
+            pb.AddPathStreamRequest(table_type=pb.GLOBAL, paths=paths[i : i + STREAM_CHUNK])
+            for i in range(0, len(paths), STREAM_CHUNK)
+        ]
+        if await self._rpc(self.stub.AddPathStream(iter(chunks))):
+            self.counters["streams"] += 1
+            return len(paths)
+        return 0
 
     async def withdraw(self, keys: Sequence[InstanceKey]) -> None:
         await self._ready.wait()
         async with self._out_lock:
+            paths = []
             for key in keys:
                 held = self.out.remove(key)
                 path = self._path(held) if held is not None else self.adopted.pop(key, None)
-                if path is None:
-                    continue
-                req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
-                if await self._rpc(self.stub.DeletePath(req)):
-                    self.counters["withdrawn"] += 1
+                if path is not None:
+                    paths.append(path)
+            if len(paths) < STREAM_MIN:
+                for path in paths:
+                    req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
+                    if await self._rpc(self.stub.DeletePath(req)):
+                        self.counters["withdrawn"] += 1
+                return
+            gone = []
+            for path in paths:  # the same withdrawal DeletePath makes, as a stream
+                p = pb.Path()
+                p.CopyFrom(path)
+                p.is_withdraw = True
+                gone.append(p)
+            self.counters["withdrawn"] += await self._add_paths(gone)
 
     async def _rpc(self, call: Any) -> bool:
         """One gRPC call; a failure is logged and counted, and the periodic state (desired
