@@ -3,21 +3,34 @@
 Ingress (the Dyncast binding table, done by the kernel): a new flow to a steered D-SID gets an
 instance slot from nftables (weighted with `numgen random`, or the client's earlier choice for
 3-tuple affinity), kept in its conntrack entry (ct mark); every packet of the flow carries it
-as fwmark, and `ip rule fwmark N lookup N` sends it through table N, whose one route
-encapsulates it towards the instance's SRv6 SID (H.Encaps by a generated eBPF program, see
-`srv6_bpf`). A weight change rewrites one nftables chain atomically and never moves a flow
-that has a mark. No packet goes up to the daemon.
+as fwmark. One rule, `fwmark base/mask lookup base`, sends every tunnel mark to the tunnel
+table, whose one route per steered D-SID hands the packet to one eBPF program; it looks the
+mark up in the tunnel map (mark -> the outer header towards the instance's SRv6 SID) and
+pushes that header (H.Encaps, see `srv6_bpf`). So 120,000 tunnels are 120,000 map entries,
+10,000 routes and one rule: no table, rule or program per tunnel, and no per-packet walk
+through thousands of rules. A weight change rewrites one nftables chain atomically and never
+moves a flow that has a mark. No packet goes up to the daemon.
 
 Egress: each local instance's SID is a local address; the kernel's SRH receive path
 (`seg6_enabled`) decapsulates packets for it, nftables has marked them with the instance's
-slot on the way in, and table N forwards them to the D-BID (End.DX6). In `nat` mode the egress
-also translates D-SID -> D-BID and back (ServiceNAT), so an unmodified server answers from its
-own address while the client only ever sees the D-SID.
+slot on the way in, and `ip rule fwmark N lookup N` (one per local instance, at
+`rule_priority`, before the tunnel rule) sends them to table N, which forwards them to the
+D-BID (End.DX6). In `nat` mode the egress also translates D-SID -> D-BID and back
+(ServiceNAT), so an unmodified server answers from its own address while the client only
+ever sees the D-SID.
 
 Everything cand installs is its own: routes and rules carry `proto` (200), tables and marks are
-`mark_base | n`, nftables state lives in one table. cand reads this back, changes only the
-difference, and at start adopts what an earlier run left, so established flows keep flowing
-across a restart; what nobody wants any more is removed once `adopt_hold` has passed.
+`mark_base | n` (the tunnel table is `mark_base` itself), nftables state lives in one table,
+and the tunnel program's name is unique to its map. cand reads all of it back (the map's
+entries too), changes only the difference, and at start adopts what an earlier run left,
+found through the kernel itself (its routes name the program, the program holds the map), so
+established flows keep flowing across a restart or a kill -9; what nobody wants any more is
+removed once `adopt_hold` has passed.
+
+Upgrade from the layout before the tunnel map (a table, a rule and a program per tunnel): it is
+converted, not waited out. Its tunnel slots are adopted with their numbers, their entries put
+into the map, and only then are their tables and rules removed; a flow's mark leads to the same
+instance before and after, through the per-slot rule first and the tunnel rule afterwards.
 """
 
 from __future__ import annotations
@@ -124,11 +137,9 @@ class LinuxDataplane:
         self.modes = dict(modes or {})
         self.clock = clock
         self.marks = nft.Marks(options.mark_base, options.mark_bits)
-        if not 1 <= options.tunnel_map_entries <= self.marks.size:
-            raise ValueError(
-                f"dataplane.options.tunnel_map_entries: must be 1..{self.marks.size} "
-                "(2^mark_bits - 1)"
-            )
+        if not 1 <= options.tunnel_map_entries <= 1 << 28:
+            raise ValueError("dataplane.options.tunnel_map_entries: must be 1..268435456")
+        self.map_entries = min(options.tunnel_map_entries, self.marks.size)  # no more slots
         self.mss = options.tunnel_mtu - SRH_OVERHEAD - 60 if options.mss_clamp else None
         # desired state, from the engine
         self.local: dict[ipaddress.IPv6Address, Delivery] = {}
@@ -469,7 +480,7 @@ class LinuxDataplane:
     def _tunnel_map(self) -> srv6_bpf.TunnelMap:
         if self.tmap is None:
             name = f"{MAP_PROG_PREFIX}{uuid.uuid4().hex[:9]}"
-            self.tmap = srv6_bpf.TunnelMap.create(name, self.opts.tunnel_map_entries)
+            self.tmap = srv6_bpf.TunnelMap.create(name, self.map_entries)
             log.info("event=linux_tunnel_map_created prog=%s", name)
         return self.tmap
 

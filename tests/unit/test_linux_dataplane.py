@@ -302,3 +302,24 @@ def test_parse_conntrack_row() -> None:
     assert str(b.binding) == "2001:db8:a::10" and b.timeout == 431999
     assert parse_conntrack(row.replace("3388997633", "7"), where, 100.0) is None
     assert parse_conntrack("garbage", where, 100.0) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"mark_base": 0xCA010000}, "mark_base: must be a non-zero 32-bit value with its low 24"),
+        ({"mark_bits": 30}, "mark_bits"),
+        ({"tunnel_map_entries": 0}, "tunnel_map_entries"),
+        ({"tunnel_map_entries": 1 << 29}, "tunnel_map_entries: must be 1..268435456"),
+        ({"rule_priority": 32765}, "rule_priority"),
+    ],
+)  # fmt: skip
+def test_options_name_the_bad_field(options: dict[str, int], field: str) -> None:
+    from cand.adapters.linux import LinuxDataplane, LinuxOptions
+
+    with pytest.raises(ValueError, match=re.escape(f"dataplane.options.{field}")):
+        LinuxDataplane(LinuxOptions(**options), RouterId.parse("fc00:1::1"))  # type: ignore[arg-type]
+    ok = LinuxDataplane(
+        LinuxOptions(mark_bits=16, mark_base=0xCA010000), RouterId.parse("fc00:1::1")
+    )
+    assert ok.marks.mask == 0xFFFF0000 and ok.map_entries == 0xFFFF  # no more than slots
