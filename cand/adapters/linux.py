@@ -150,7 +150,8 @@ class LinuxDataplane:
         self.rules: set[int] = set()  # per-slot rules
         self.tunnel_rule = False  # fwmark base/mask lookup base
         self.dsid_routes: dict[ServiceId, DsidRoute] = {}  # the tunnel table (id `base`)
-        self.tunnels: dict[int, bytes] = {}  # the tunnel map: slot mark -> value
+        # the tunnel map: slot mark -> the tunnel its entry is (None: not an entry cand writes)
+        self.tunnels: dict[int, Tunnel | None] = {}
         self.tunnel_dev: dict[int, str] = {}  # where each tunnel's SID is routed (not read back)
         self.tmap: srv6_bpf.TunnelMap | None = None
         self.local_sids: set[ipaddress.IPv6Address] = set()
@@ -227,6 +228,8 @@ class LinuxDataplane:
             "services": len(self.entries),
             "slots": len(self.slots.by_mark),
             "tunnels": len(self.tunnels),
+            "tunnel_routes": len(self.dsid_routes),
+            "chains": len(self.chains),
             "lingering": len(self.lingering),
             **self.counters,
         }
@@ -292,9 +295,19 @@ class LinuxDataplane:
                     log.info("event=linux_tunnel_map_adopted prog=%s", name)
                     break
         try:
-            self.tunnels = srv6_bpf.map_dump(self.tmap.map_fd) if self.tmap else {}
+            entries = srv6_bpf.map_dump(self.tmap.map_fd) if self.tmap else {}
         except srv6_bpf.BpfError as e:
             raise k.KernelError(f"reading the tunnel map: {e}") from None
+        self.tunnels = {mark: self._tunnel_of(value) for mark, value in entries.items()}
+
+    def _tunnel_of(self, value: bytes) -> Tunnel | None:
+        """The tunnel a map value is, if it is exactly what cand writes for it now."""
+        parsed = srv6_bpf.parse_tunnel_value(value)
+        if parsed is None:
+            return None
+        dsid, header = parsed
+        t = Tunnel(ServiceId.parse(str(dsid)), srv6_bpf.first_segment(header))
+        return t if self._value(t) == value else None
 
     async def _read_nft(self) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str]]:
         try:
@@ -325,12 +338,9 @@ class LinuxDataplane:
         """The first read after start: every slot an earlier run left keeps its number, the
         tunnel map's entries as well as the earlier layout's per-tunnel tables."""
         found: list[tuple[int, Identity]] = []
-        for mark, value in self.tunnels.items():
-            parsed = srv6_bpf.parse_tunnel_value(value)
-            if parsed is not None:
-                dsid, header = parsed
-                service = ServiceId.parse(str(dsid))
-                found.append((mark, ("tunnel", service, srv6_bpf.first_segment(header))))
+        for mark, t in self.tunnels.items():
+            if t is not None:
+                found.append((mark, ("tunnel", t.service, t.sid)))
         for mark, route in self.routes.items():
             if isinstance(route, TunnelRoute):
                 found.append((mark, ("tunnel", route.service, route.sid)))
@@ -421,27 +431,26 @@ class LinuxDataplane:
 
     async def _routes_for(
         self, want: dict[int, Tunnel | Delivery], full: bool
-    ) -> tuple[dict[int, DeliveryRoute], dict[int, tuple[bytes, str]]]:
+    ) -> tuple[dict[int, DeliveryRoute], dict[int, tuple[Tunnel, str]]]:
         """What each wanted slot needs: a delivery slot its table's route, a tunnel slot its
         map entry (and the device towards its SID, for its D-SID's route). Slots whose
         destination has no route are left out (and counted): steering new flows into a black
         hole is worse than not steering."""
-        values = {m: self._value(p) for m, p in want.items() if isinstance(p, Tunnel)}
         ask: dict[int, str] = {}
         for mark, p in want.items():
             if isinstance(p, Tunnel):
-                known = self.tunnels.get(mark) == values[mark] and mark in self.tunnel_dev
+                known = self.tunnels.get(mark) == p and mark in self.tunnel_dev
                 if full or not known:
                     ask[mark] = str(p.sid)
             elif full or not isinstance(self.routes.get(mark), DeliveryRoute):
                 ask[mark] = str(p.key.binding)
         got = await k.route_get_many(sorted(set(ask.values())))
         routes: dict[int, DeliveryRoute] = {}
-        tunnels: dict[int, tuple[bytes, str]] = {}
+        tunnels: dict[int, tuple[Tunnel, str]] = {}
         for mark, p in want.items():
             if mark not in ask:
                 if isinstance(p, Tunnel):
-                    tunnels[mark] = (values[mark], self.tunnel_dev[mark])
+                    tunnels[mark] = (p, self.tunnel_dev[mark])
                 else:
                     routes[mark] = self.routes[mark]  # type: ignore[assignment]
                 continue
@@ -451,14 +460,14 @@ class LinuxDataplane:
                 log.warning("event=linux_unroutable slot=%#x to=%s", mark, ask[mark])
                 continue
             if isinstance(p, Tunnel):
-                tunnels[mark] = (values[mark], r["dev"])
+                tunnels[mark] = (p, r["dev"])
             else:
                 nh = ipaddress.IPv6Address(r.get("gateway", str(p.key.binding)))
                 routes[mark] = DeliveryRoute(nh, r["dev"])
         return routes, tunnels
 
     def _dsid_routes(
-        self, tunnels: dict[int, tuple[bytes, str]], prog: str
+        self, tunnels: dict[int, tuple[Tunnel, str]], prog: str
     ) -> dict[ServiceId, DsidRoute]:
         """One tunnel-table route per D-SID with a usable tunnel. Its device is one of its
         tunnels' (the program re-routes every packet after the push): the one it has if that
@@ -485,7 +494,7 @@ class LinuxDataplane:
         return self.tmap
 
     async def _install(
-        self, routes: dict[int, DeliveryRoute], tunnels: dict[int, tuple[bytes, str]]
+        self, routes: dict[int, DeliveryRoute], tunnels: dict[int, tuple[Tunnel, str]]
     ) -> None:
         p, prio = self.opts.proto, self.opts.rule_priority
         lines: list[str] = []
@@ -494,9 +503,9 @@ class LinuxDataplane:
         try:
             if tunnels:
                 tmap = self._tunnel_map()
-                put = {m: v for m, (v, _) in tunnels.items() if self.tunnels.get(m) != v}
-                try:
-                    srv6_bpf.map_update(tmap.map_fd, put)
+                put = {m: t for m, (t, _) in tunnels.items() if self.tunnels.get(m) != t}
+                try:  # the values are built only for what is written
+                    srv6_bpf.map_update(tmap.map_fd, {m: self._value(t) for m, t in put.items()})
                 except srv6_bpf.BpfError as e:
                     self.counters["errors"] += 1
                     log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
@@ -663,7 +672,8 @@ class LinuxDataplane:
             except srv6_bpf.BpfError as e:
                 self.counters["errors"] += 1
                 log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
-                self.tunnels = srv6_bpf.map_dump(self.tmap.map_fd)
+                with contextlib.suppress(k.KernelError):
+                    self._read_map()  # what is left is read back
             for mark in gone_tunnels:
                 self.tunnels.pop(mark, None)
         for mark in (set(self.routes) | self.rules) - keep_table:

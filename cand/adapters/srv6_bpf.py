@@ -88,7 +88,7 @@ HEADER_MAX = 256
 VALUE_LEN, VALUE_NH, VALUE_DSID, VALUE_HEADER = 0, 4, 8, 24
 VALUE_SIZE = VALUE_HEADER + HEADER_MAX
 KEY_SIZE = 4  # the slot mark, u32 in host order (as skb->mark reads)
-DEFAULT_MAX_ENTRIES = 1 << 20
+DEFAULT_MAX_ENTRIES = 1 << 18  # as LinuxOptions.tunnel_map_entries
 PROG_TYPE_OFF, PROG_NR_MAP_IDS_OFF, PROG_NAME_OFF, PROG_INFO_SIZE = 0, 52, 64, 88  # bpf_prog_info
 
 
@@ -409,8 +409,9 @@ def map_dump(fd: int, chunk: int = 8192) -> dict[int, bytes]:
                 raise
             done = True
         n = struct.unpack_from("<I", attr, 32)[0]
+        got = ctypes.string_at(values, n * VALUE_SIZE)  # one copy per chunk (`.raw` copies all)
         for j, mark in enumerate(struct.unpack_from(f"<{n}I", keys)):
-            out[mark] = values.raw[j * VALUE_SIZE : (j + 1) * VALUE_SIZE]
+            out[mark] = got[j * VALUE_SIZE : (j + 1) * VALUE_SIZE]
         if done:
             return out
         ctypes.memmove(tokens, ctypes.addressof(tokens) + 8, 8)
