@@ -10,8 +10,10 @@ UPDATE generation, which both receivers share). For each size, in the same run:
 - baseline: a plain gobgpd (no cand) at the ingress address; paths counted in its adj-RIB-in
   (`GetTable`, ADJ_IN) until all are there: gobgpd's own receive rate;
 - cand: the ingress daemon, until its rib holds every path and every D-SID has an entry (rib),
-  and until its Linux data plane reports one installed slot (route + rule) per path (kernel);
-  the kernel state is then read back once (`ip -6 rule`, `nft list chains`) to confirm it.
+  and until its Linux data plane reports one installed tunnel slot per path (kernel: a tunnel
+  map entry; before the tunnel map, a route and an ip rule each); the kernel state is then
+  read back once (`ip -6 rule`, the tunnel table, the tunnel map's entries through bpf(2),
+  `nft list chains`) to confirm it.
 
 Also: the engine's recomputes per second while learning, the daemon's RSS (now and peak).
 With `--profile`, py-spy records the ingress daemon while it learns (largest size only).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
@@ -165,10 +168,31 @@ def ingress_conf(tmp: Path, want: int) -> Path:
     return conf
 
 
+# In the ingress namespace: the tunnel table's routes, and the entries of the map their program
+# uses, read from the kernel (not from the daemon's status).
+MAP_ENTRIES = """
+import json, subprocess
+from cand.adapters import srv6_bpf
+from cand.adapters.linux_slots import map_prog_of
+out = subprocess.run(["ip", "-j", "-6", "route", "show", "table", str(0xCA000000)],
+                     capture_output=True, text=True).stdout
+rows = json.loads(out) if out.strip() else []
+entries = 0
+for name in {map_prog_of(r.get("xmit", "")) for r in rows} - {None}:
+    found = srv6_bpf.TunnelMap.find(name)
+    if found is not None:
+        entries = max(entries, len(srv6_bpf.map_dump(found.map_fd)))
+        found.close()
+print(json.dumps({"tunnel_table_routes": len(rows), "map_entries": entries}))
+"""
+
+
 def kernel_state(topo: Topology, i: str) -> dict[str, int]:
     rules = topo.exec(i, "ip", "-6", "rule", "show", "proto", "200").stdout.count("lookup")
     chains = topo.exec(i, "nft", "list", "table", "ip6", "cand", check=False).stdout
-    return {"rules": rules, "service_chains": chains.count("chain svc_")}
+    got = topo.exec(i, sys.executable, "-c", MAP_ENTRIES).stdout
+    tunnels: dict[str, int] = json.loads(got.strip().splitlines()[-1])
+    return {"rules": rules, "service_chains": chains.count("chain svc_"), **tunnels}
 
 
 def with_cand(
@@ -218,7 +242,9 @@ def with_cand(
                 dp = status()["dataplane"]
             except ApiError:  # the loop is busy installing: ask again
                 return False
-            if dp["slots"] >= want and dp["installed"] >= 2 * want:
+            # one map entry per remote instance, one route and one nftables chain per D-SID
+            done = (dp.get(k, 0) for k in ("tunnels", "tunnel_routes", "chains"))
+            if all(got >= need for got, need in zip(done, (want, n, n), strict=True)):
                 return True
             lane = st["lanes"]["dataplane"]
             if lane["failed"] and not lane["backlog"]:
@@ -248,7 +274,9 @@ def with_cand(
         "batches": st["daemon"].get("batches"),
         "rss_mb": proc_kb(pid, "VmRSS"),
         "rss_peak_mb": max(peak, proc_kb(pid, "VmHWM")),
-        "dataplane": {k: dp[k] for k in ("slots", "installed", "errors", "transactions")},
+        "dataplane": {
+            k: dp[k] for k in ("slots", "tunnels", "tunnel_routes", "chains", "installed", "errors")
+        },
         "kernel": kernel_state(topo, i),
         "kernel_missed": missed,
     }
@@ -323,6 +351,7 @@ def main() -> None:
     ap.add_argument("--speakers", default="gobgp,exabgp")
     ap.add_argument("--exabgp-max", type=int, default=1000, help="largest N fed through ExaBGP")
     ap.add_argument("--profile", action="store_true", help="py-spy the ingress, largest N, GoBGP")
+    ap.add_argument("--out", default="route_scale", help="results name in bench/results/")
     ap.add_argument(
         "--kernel-timeout", type=float, default=TIMEOUT, help="give up on the kernel after this"
     )
@@ -338,7 +367,7 @@ def main() -> None:
             prof = RESULTS / "route_scale_ingress.svg" if last else None
             rows.append(one(sp, n, a.instances, prof, a.kernel_timeout))
             r = rows[-1]
-            save("route_scale", {"command": "(partial)", "rows": rows})  # a later crash keeps these
+            save(a.out, {"command": "(partial)", "rows": rows})  # a later crash keeps these
             print(
                 f"{sp} {r['paths']}: cand {r['cand']['rib_after_up_s']:.2f}s, "
                 f"plain gobgpd {r['baseline']['converged_after_up_s']:.2f}s",
@@ -375,7 +404,7 @@ def main() -> None:
         )
     )
     path = save(
-        "route_scale",
+        a.out,
         {"command": "python -m bench.route_scale " + " ".join(sys.argv[1:]), "rows": rows},
     )
     png = path.with_suffix(".png")

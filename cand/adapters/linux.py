@@ -3,21 +3,34 @@
 Ingress (the Dyncast binding table, done by the kernel): a new flow to a steered D-SID gets an
 instance slot from nftables (weighted with `numgen random`, or the client's earlier choice for
 3-tuple affinity), kept in its conntrack entry (ct mark); every packet of the flow carries it
-as fwmark, and `ip rule fwmark N lookup N` sends it through table N, whose one route
-encapsulates it towards the instance's SRv6 SID (H.Encaps by a generated eBPF program, see
-`srv6_bpf`). A weight change rewrites one nftables chain atomically and never moves a flow
-that has a mark. No packet goes up to the daemon.
+as fwmark. One rule, `fwmark base/mask lookup base`, sends every tunnel mark to the tunnel
+table, whose one route per steered D-SID hands the packet to one eBPF program; it looks the
+mark up in the tunnel map (mark -> the outer header towards the instance's SRv6 SID) and
+pushes that header (H.Encaps, see `srv6_bpf`). So 120,000 tunnels are 120,000 map entries,
+10,000 routes and one rule: no table, rule or program per tunnel, and no per-packet walk
+through thousands of rules. A weight change rewrites one nftables chain atomically and never
+moves a flow that has a mark. No packet goes up to the daemon.
 
 Egress: each local instance's SID is a local address; the kernel's SRH receive path
 (`seg6_enabled`) decapsulates packets for it, nftables has marked them with the instance's
-slot on the way in, and table N forwards them to the D-BID (End.DX6). In `nat` mode the egress
-also translates D-SID -> D-BID and back (ServiceNAT), so an unmodified server answers from its
-own address while the client only ever sees the D-SID.
+slot on the way in, and `ip rule fwmark N lookup N` (one per local instance, at
+`rule_priority`, before the tunnel rule) sends them to table N, which forwards them to the
+D-BID (End.DX6). In `nat` mode the egress also translates D-SID -> D-BID and back
+(ServiceNAT), so an unmodified server answers from its own address while the client only
+ever sees the D-SID.
 
 Everything cand installs is its own: routes and rules carry `proto` (200), tables and marks are
-`mark_base | n`, nftables state lives in one table. cand reads this back, changes only the
-difference, and at start adopts what an earlier run left, so established flows keep flowing
-across a restart; what nobody wants any more is removed once `adopt_hold` has passed.
+`mark_base | n` (the tunnel table is `mark_base` itself), nftables state lives in one table,
+and the tunnel program's name is unique to its map. cand reads all of it back (the map's
+entries too), changes only the difference, and at start adopts what an earlier run left,
+found through the kernel itself (its routes name the program, the program holds the map), so
+established flows keep flowing across a restart or a kill -9; what nobody wants any more is
+removed once `adopt_hold` has passed.
+
+Upgrade from the layout before the tunnel map (a table, a rule and a program per tunnel): it is
+converted, not waited out. Its tunnel slots are adopted with their numbers, their entries put
+into the map, and only then are their tables and rules removed; a flow's mark leads to the same
+instance before and after, through the per-slot rule first and the tunnel rule afterwards.
 """
 
 from __future__ import annotations
@@ -38,14 +51,16 @@ from cand.adapters import linux_kernel as k
 from cand.adapters import linux_nft as nft
 from cand.adapters import srv6_bpf
 from cand.adapters.linux_slots import (
+    MAP_PROG_PREFIX,
     Delivery,
     DeliveryRoute,
+    DsidRoute,
     Identity,
     Route,
     SlotTable,
     Tunnel,
     TunnelRoute,
-    prog_name,
+    map_prog_of,
     sid_of_prog,
 )
 from cand.config import Config
@@ -74,6 +89,8 @@ class LinuxOptions:
     proto: int = 200
     reconcile_interval: float = 30.0
     mark_base: int = 0xCA000000
+    mark_bits: int = 24
+    tunnel_map_entries: int = 1 << 18
     rule_priority: int = 1000
     nft_table: str = "cand"
     encap_source: str | None = None
@@ -94,8 +111,11 @@ class LinuxDataplane:
     ) -> None:
         if not 1 <= options.proto <= 255 or options.proto in RESERVED_PROTOS:
             raise ValueError(f"dataplane.options.proto: {options.proto} is reserved or invalid")
-        if not 1 <= options.rule_priority < 32766:
-            raise ValueError("dataplane.options.rule_priority: must be 1..32765")
+        if not 1 <= options.rule_priority < 32765:
+            raise ValueError(
+                "dataplane.options.rule_priority: must be 1..32764 (the tunnel rule takes the "
+                "next priority)"
+            )
         if not 0 < options.reconcile_interval <= 86400:
             raise ValueError("dataplane.options.reconcile_interval: between 0 and 86400 seconds")
         if not 0 <= options.adopt_hold <= 86400:
@@ -116,15 +136,24 @@ class LinuxDataplane:
         self.router = router
         self.modes = dict(modes or {})
         self.clock = clock
-        self.marks = nft.Marks(options.mark_base)
+        self.marks = nft.Marks(options.mark_base, options.mark_bits)
+        if not 1 <= options.tunnel_map_entries <= 1 << 28:
+            raise ValueError("dataplane.options.tunnel_map_entries: must be 1..268435456")
+        self.map_entries = min(options.tunnel_map_entries, self.marks.size)  # no more slots
         self.mss = options.tunnel_mtu - SRH_OVERHEAD - 60 if options.mss_clamp else None
         # desired state, from the engine
         self.local: dict[ipaddress.IPv6Address, Delivery] = {}
         self.entries: dict[ServiceId, ServiceEntry] = {}
         # what the kernel holds (read back at start and by every reconciliation)
         self.slots = SlotTable(self.marks)
-        self.routes: dict[int, Route] = {}
-        self.rules: set[int] = set()
+        self.routes: dict[int, Route] = {}  # per-slot tables (delivery; the earlier layout)
+        self.rules: set[int] = set()  # per-slot rules
+        self.tunnel_rule = False  # fwmark base/mask lookup base
+        self.dsid_routes: dict[ServiceId, DsidRoute] = {}  # the tunnel table (id `base`)
+        # the tunnel map: slot mark -> the tunnel its entry is (None: not an entry cand writes)
+        self.tunnels: dict[int, Tunnel | None] = {}
+        self.tunnel_dev: dict[int, str] = {}  # where each tunnel's SID is routed (not read back)
+        self.tmap: srv6_bpf.TunnelMap | None = None
         self.local_sids: set[ipaddress.IPv6Address] = set()
         self.chains: set[ServiceId] = set()
         self.affinity_maps: set[str] = set()
@@ -198,6 +227,9 @@ class LinuxDataplane:
             "sids": len(self.local),
             "services": len(self.entries),
             "slots": len(self.slots.by_mark),
+            "tunnels": len(self.tunnels),
+            "tunnel_routes": len(self.dsid_routes),
+            "chains": len(self.chains),
             "lingering": len(self.lingering),
             **self.counters,
         }
@@ -205,15 +237,23 @@ class LinuxDataplane:
     # --- reading the kernel -----------------------------------------------------------------
 
     async def _read(self) -> None:
+        base, prio = self.marks.base, self.opts.rule_priority
         rules = await k.ip_json("-6", "rule", "show")
+        mine = [r for r in rules if r.get("protocol") == str(self.opts.proto) and "fwmark" in r]
         self.rules = {
             int(r["fwmark"], 16)
-            for r in rules
-            if r.get("protocol") == str(self.opts.proto)
-            and r.get("priority") == self.opts.rule_priority
-            and "fwmark" in r
+            for r in mine
+            if r.get("priority") == prio and int(r.get("fwmask", "0xffffffff"), 16) == 0xFFFFFFFF
         }
+        self.tunnel_rule = any(
+            r.get("priority") == prio + 1
+            and int(r["fwmark"], 16) == base
+            and int(r.get("fwmask", "0xffffffff"), 16) == self.marks.mask
+            and str(r.get("table")) == str(base)
+            for r in mine
+        )
         routes: dict[int, Route] = {}
+        dsids: dict[ServiceId, DsidRoute] = {}
         local: set[ipaddress.IPv6Address] = set()
         rows = await k.ip_json("-6", "route", "show", "table", "all", "proto", str(self.opts.proto))
         for r in rows:
@@ -221,18 +261,53 @@ class LinuxDataplane:
             if table == "local" and r.get("type") == "local":
                 local.add(ipaddress.IPv6Address(dst.split("/")[0]))
                 continue
-            if not table.isdigit() or not self.marks.owns(int(table)):
+            if not table.isdigit():
                 continue
-            if r.get("encap") == "bpf" and (sid := sid_of_prog(r.get("xmit", ""))) is not None:
+            xmit = r.get("xmit", "") if r.get("encap") == "bpf" else ""
+            if int(table) == base:
+                if (prog := map_prog_of(xmit)) is not None and "dev" in r:
+                    dsids[ServiceId.parse(dst.split("/")[0])] = DsidRoute(prog, r["dev"])
+                continue
+            if not self.marks.owns(int(table)):
+                continue
+            if xmit and (sid := sid_of_prog(xmit)) is not None:  # the layout before the map
                 routes[int(table)] = TunnelRoute(ServiceId.parse(dst.split("/")[0]), sid, r["dev"])
             elif dst == "default" and "gateway" in r:
                 routes[int(table)] = DeliveryRoute(ipaddress.IPv6Address(r["gateway"]), r["dev"])
-        self.routes, self.local_sids = routes, local
+        self.routes, self.dsid_routes, self.local_sids = routes, dsids, local
+        self._read_map()
         sids, chains, maps = await self._read_nft()
         self.chains, self.affinity_maps = chains, maps
         if not self.read_once:
             self._adopt(sids)
         self.read_once = True
+
+    def _read_map(self) -> None:
+        """The tunnel map's entries; at the first read, the map (and program) an earlier run
+        left, found through the program its D-SID routes name."""
+        if self.tmap is None:
+            for name in sorted({r.prog for r in self.dsid_routes.values()}):
+                try:
+                    self.tmap = srv6_bpf.TunnelMap.find(name)
+                except srv6_bpf.BpfError as e:
+                    raise k.KernelError(f"finding the tunnel program {name}: {e}") from None
+                if self.tmap is not None:
+                    log.info("event=linux_tunnel_map_adopted prog=%s", name)
+                    break
+        try:
+            entries = srv6_bpf.map_dump(self.tmap.map_fd) if self.tmap else {}
+        except srv6_bpf.BpfError as e:
+            raise k.KernelError(f"reading the tunnel map: {e}") from None
+        self.tunnels = {mark: self._tunnel_of(value) for mark, value in entries.items()}
+
+    def _tunnel_of(self, value: bytes) -> Tunnel | None:
+        """The tunnel a map value is, if it is exactly what cand writes for it now."""
+        parsed = srv6_bpf.parse_tunnel_value(value)
+        if parsed is None:
+            return None
+        dsid, header = parsed
+        t = Tunnel(ServiceId.parse(str(dsid)), srv6_bpf.first_segment(header))
+        return t if self._value(t) == value else None
 
     async def _read_nft(self) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str]]:
         try:
@@ -260,19 +335,27 @@ class LinuxDataplane:
         return sids, chains, maps
 
     def _adopt(self, sids: dict[int, ipaddress.IPv6Address]) -> None:
-        """The first read after start: every slot an earlier run left keeps its number."""
+        """The first read after start: every slot an earlier run left keeps its number, the
+        tunnel map's entries as well as the earlier layout's per-tunnel tables."""
+        found: list[tuple[int, Identity]] = []
+        for mark, t in self.tunnels.items():
+            if t is not None:
+                found.append((mark, ("tunnel", t.service, t.sid)))
         for mark, route in self.routes.items():
-            ident: Identity | None = None
             if isinstance(route, TunnelRoute):
-                ident = ("tunnel", route.service, route.sid)
+                found.append((mark, ("tunnel", route.service, route.sid)))
             elif mark in sids:
-                ident = ("delivery", sids[mark])
-            if ident is not None and self.slots.adopt(ident, mark):
+                found.append((mark, ("delivery", sids[mark])))
+        for mark, ident in found:
+            if self.slots.adopt(ident, mark):
                 self.adopted.add(ident)
         if self.adopted:
             self.counters["adopted"] = len(self.adopted)
             log.info(
-                "event=linux_adopted slots=%d services=%d", len(self.adopted), len(self.chains)
+                "event=linux_adopted slots=%d tunnels=%d services=%d",
+                len(self.adopted),
+                len(self.tunnels),
+                len(self.chains),
             )
 
     def _holding(self) -> bool:
@@ -301,16 +384,22 @@ class LinuxDataplane:
                     want[mark] = t
                 rows.append((mark, c.weight, c.state is not InstanceState.DOWN))
         self._linger(want)
-        routes = await self._routes_for(want, full)
-        await self._install(routes)
-        await self._write_nft(steered, routes, changed, full, holding)
+        if holding:  # an earlier run's tunnels keep carrying their flows (and are converted)
+            for ident in self.adopted:
+                mark = self.slots.by_id.get(ident)
+                if ident[0] == "tunnel" and mark is not None and mark not in want:
+                    want[mark] = Tunnel(ident[1], ident[2])  # type: ignore[arg-type]
+        routes, tunnels = await self._routes_for(want, full)
+        await self._install(routes, tunnels)
+        usable = set(routes) | set(tunnels)
+        await self._write_nft(steered, usable, changed, full, holding)
         if not holding:
             self.adopted.clear()
-        await self._remove(set(want), holding)
+        await self._remove(want, holding)
 
     def _linger(self, want: dict[int, Tunnel | Delivery]) -> None:
         """A tunnel whose instance left its service's entry (withdrawn, a peer or reflector
-        lost, a table briefly empty) keeps its route and rule, for no new flow, for the
+        lost, a table briefly empty) keeps its map entry, for no new flow, for the
         service's affinity timeout (at most `linger`): the flows already bound to it keep
         going. A service removed altogether takes its tunnels with it at once. Without this a
         reflector restart broke every established connection of the lab (bench.faults)."""
@@ -318,7 +407,9 @@ class LinuxDataplane:
         for mark in [m for m in self.lingering if m in want]:
             del self.lingering[mark]  # wanted again
         for mark, ident in list(self.slots.by_mark.items()):
-            if ident[0] != "tunnel" or mark in want or mark not in self.routes:
+            if ident[0] != "tunnel" or mark in want:
+                continue
+            if mark not in self.tunnels and mark not in self.routes:
                 continue
             service, sid = ident[1], ident[2]
             if not isinstance(service, ServiceId) or not isinstance(sid, ipaddress.IPv6Address):
@@ -334,19 +425,34 @@ class LinuxDataplane:
             else:
                 del self.lingering[mark]  # its flows had their time: removed below
 
-    async def _routes_for(self, want: dict[int, Tunnel | Delivery], full: bool) -> dict[int, Route]:
-        """The route each wanted slot needs; slots whose destination has no route are left out
-        (and counted): steering new flows into a black hole is worse than not steering."""
-        ask = {
-            mark: str(p.sid if isinstance(p, Tunnel) else p.key.binding)
-            for mark, p in want.items()
-            if full or mark not in self.routes or not self._same(self.routes[mark], p)
-        }
+    def _value(self, t: Tunnel) -> bytes:
+        header = srv6_bpf.srh_header(self.source, [t.sid])
+        return srv6_bpf.tunnel_value(t.service.address, header)  # type: ignore[arg-type]
+
+    async def _routes_for(
+        self, want: dict[int, Tunnel | Delivery], full: bool
+    ) -> tuple[dict[int, DeliveryRoute], dict[int, tuple[Tunnel, str]]]:
+        """What each wanted slot needs: a delivery slot its table's route, a tunnel slot its
+        map entry (and the device towards its SID, for its D-SID's route). Slots whose
+        destination has no route are left out (and counted): steering new flows into a black
+        hole is worse than not steering."""
+        ask: dict[int, str] = {}
+        for mark, p in want.items():
+            if isinstance(p, Tunnel):
+                known = self.tunnels.get(mark) == p and mark in self.tunnel_dev
+                if full or not known:
+                    ask[mark] = str(p.sid)
+            elif full or not isinstance(self.routes.get(mark), DeliveryRoute):
+                ask[mark] = str(p.key.binding)
         got = await k.route_get_many(sorted(set(ask.values())))
-        out: dict[int, Route] = {}
+        routes: dict[int, DeliveryRoute] = {}
+        tunnels: dict[int, tuple[Tunnel, str]] = {}
         for mark, p in want.items():
             if mark not in ask:
-                out[mark] = self.routes[mark]
+                if isinstance(p, Tunnel):
+                    tunnels[mark] = (p, self.tunnel_dev[mark])
+                else:
+                    routes[mark] = self.routes[mark]  # type: ignore[assignment]
                 continue
             r = got.get(ask[mark])
             if r is None or "dev" not in r or r.get("type", "unicast") not in ("unicast", "local"):
@@ -354,37 +460,77 @@ class LinuxDataplane:
                 log.warning("event=linux_unroutable slot=%#x to=%s", mark, ask[mark])
                 continue
             if isinstance(p, Tunnel):
-                out[mark] = TunnelRoute(p.service, p.sid, r["dev"])
+                tunnels[mark] = (p, r["dev"])
             else:
                 nh = ipaddress.IPv6Address(r.get("gateway", str(p.key.binding)))
-                out[mark] = DeliveryRoute(nh, r["dev"])
+                routes[mark] = DeliveryRoute(nh, r["dev"])
+        return routes, tunnels
+
+    def _dsid_routes(
+        self, tunnels: dict[int, tuple[Tunnel, str]], prog: str
+    ) -> dict[ServiceId, DsidRoute]:
+        """One tunnel-table route per D-SID with a usable tunnel. Its device is one of its
+        tunnels' (the program re-routes every packet after the push): the one it has if that
+        is still one of them, else the lowest slot's, so it does not change for nothing."""
+        devs: dict[ServiceId, list[tuple[int, str]]] = {}
+        for mark, (_, dev) in tunnels.items():
+            ident = self.slots.by_mark.get(mark)
+            if ident is not None and isinstance(ident[1], ServiceId):
+                devs.setdefault(ident[1], []).append((mark, dev))
+        out: dict[ServiceId, DsidRoute] = {}
+        for service, rows in devs.items():
+            have = self.dsid_routes.get(service)
+            if have is not None and have.dev in {d for _, d in rows}:
+                out[service] = DsidRoute(prog, have.dev)
+            else:
+                out[service] = DsidRoute(prog, min(rows)[1])
         return out
 
-    @staticmethod
-    def _same(have: Route, p: Tunnel | Delivery) -> bool:
-        if isinstance(p, Tunnel):
-            return isinstance(have, TunnelRoute) and (have.service, have.sid) == (p.service, p.sid)
-        return isinstance(have, DeliveryRoute)
+    def _tunnel_map(self) -> srv6_bpf.TunnelMap:
+        if self.tmap is None:
+            name = f"{MAP_PROG_PREFIX}{uuid.uuid4().hex[:9]}"
+            self.tmap = srv6_bpf.TunnelMap.create(name, self.map_entries)
+            log.info("event=linux_tunnel_map_created prog=%s", name)
+        return self.tmap
 
-    async def _install(self, routes: dict[int, Route]) -> None:
+    async def _install(
+        self, routes: dict[int, DeliveryRoute], tunnels: dict[int, tuple[Tunnel, str]]
+    ) -> None:
         p, prio = self.opts.proto, self.opts.rule_priority
         lines: list[str] = []
         pins: list[Path] = []
+        dsids: dict[ServiceId, DsidRoute] = {}
         try:
+            if tunnels:
+                tmap = self._tunnel_map()
+                put = {m: t for m, (t, _) in tunnels.items() if self.tunnels.get(m) != t}
+                try:  # the values are built only for what is written
+                    srv6_bpf.map_update(tmap.map_fd, {m: self._value(t) for m, t in put.items()})
+                except srv6_bpf.BpfError as e:
+                    self.counters["errors"] += 1
+                    log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
+                    put = {}
+                    tunnels = {m: t for m, t in tunnels.items() if m in self.tunnels}
+                self.tunnels.update(put)
+                self.counters["installed"] += len(put)
+                self.tunnel_dev.update({m: dev for m, (_, dev) in tunnels.items()})
+                dsids = self._dsid_routes(tunnels, tmap.name)
+                todo = {s: r for s, r in dsids.items() if self.dsid_routes.get(s) != r}
+                if todo:
+                    pin = self._pin(tmap, pins)
+                    for service, r in sorted(todo.items()):
+                        lines.append(
+                            f"route replace {service}/128 proto {p} table {self.marks.base} "
+                            f"encap bpf xmit pinned {pin} dev {r.dev}"
+                        )
+                if not self.tunnel_rule:
+                    lines.append(self._tunnel_rule_line("add"))
             for mark, route in sorted(routes.items()):
                 if self.routes.get(mark) == route:
                     continue
-                if isinstance(route, TunnelRoute):
-                    pin = self._load_tunnel(route.sid, pins)
-                    lines.append(
-                        f"route replace {route.service}/128 proto {p} table {mark} "
-                        f"encap bpf xmit pinned {pin} dev {route.dev}"
-                    )
-                else:
-                    lines.append(
-                        f"route replace default proto {p} table {mark} "
-                        f"via {route.nh} dev {route.dev}"
-                    )
+                lines.append(
+                    f"route replace default proto {p} table {mark} via {route.nh} dev {route.dev}"
+                )
             for mark in sorted(set(routes) - self.rules):
                 lines.append(f"rule add pref {prio} fwmark {mark:#x} lookup {mark} proto {p}")
             delivered = {
@@ -394,32 +540,42 @@ class LinuxDataplane:
                 k.seg6_enable_all()
             for sid in sorted(delivered - self.local_sids):
                 lines.append(f"route replace local {sid}/128 dev lo table local proto {p}")
-            await self._batch(lines)
+            ok = await self._batch(lines)
         finally:
             for pin in pins:
                 with contextlib.suppress(OSError):
                     pin.unlink()
                 with contextlib.suppress(OSError):
                     pin.parent.rmdir()
+        if ok:
+            self.dsid_routes.update(dsids)
+            self.tunnel_rule = self.tunnel_rule or bool(tunnels)
         self.routes.update(routes)
         self.rules |= set(routes)
         self.local_sids |= delivered
 
-    def _load_tunnel(self, sid: ipaddress.IPv6Address, pins: list[Path]) -> Path:
-        """A fresh H.Encaps program for `sid`, pinned only until the route holds it."""
+    def _tunnel_rule_line(self, verb: str) -> str:
+        base, prio = self.marks.base, self.opts.rule_priority + 1
+        return (
+            f"rule {verb} pref {prio} fwmark {base:#x}/{self.marks.mask:#x} lookup {base} "
+            f"proto {self.opts.proto}"
+        )
+
+    def _pin(self, tmap: srv6_bpf.TunnelMap, pins: list[Path]) -> Path:
+        """The tunnel program, pinned only until the routes hold it (iproute2 wants a path);
+        the pin's name is what the routes show, and how a restarted daemon finds it."""
         base = Path(self.opts.bpffs)
         srv6_bpf.ensure_bpffs(base)
-        pin = base / uuid.uuid4().hex / prog_name(sid)
+        pin = base / uuid.uuid4().hex / tmap.name
         pin.parent.mkdir()
         pins.append(pin)
-        code = srv6_bpf.encap_program(srv6_bpf.srh_header(self.source, [sid]))
-        srv6_bpf.load_and_pin(code, "cand_h_encaps", pin)
+        srv6_bpf.pin(tmap.prog_fd, pin)
         return pin
 
     async def _write_nft(
         self,
         steered: dict[ServiceId, list[tuple[int, int, bool]]],
-        routes: dict[int, Route],
+        usable: set[int],
         changed: set[ServiceId],
         full: bool,
         holding: bool,
@@ -428,7 +584,7 @@ class LinuxDataplane:
         sids = {
             sid: mark
             for sid in self.local
-            if (mark := self.slots.by_id.get(("delivery", sid))) is not None and mark in routes
+            if (mark := self.slots.by_id.get(("delivery", sid))) is not None and mark in usable
         }
         if holding:  # an earlier run's SIDs keep being received until the engine says again
             for ident in self.adopted:
@@ -447,7 +603,7 @@ class LinuxDataplane:
             if not full and service not in changed and service in self.chains:
                 continue
             spec = self.entries[service].spec
-            slots = tuple(nft.SteeredSlot(m, w, live) for m, w, live in rows if m in routes)
+            slots = tuple(nft.SteeredSlot(m, w, live) for m, w, live in rows if m in usable)
             svc = nft.SteeredService(
                 service, spec.flow_key, spec.affinity_timeout, spec.default, slots
             )
@@ -473,32 +629,68 @@ class LinuxDataplane:
         self.chains = set(services)
         self.affinity_maps = (self.affinity_maps - set(stale_maps)) | wanted_maps
 
-    async def _remove(self, wanted: set[int], holding: bool) -> None:
+    async def _remove(self, want: dict[int, Tunnel | Delivery], holding: bool) -> None:
+        """Everything cand holds that nothing wants. A per-slot table and rule stays only for a
+        wanted delivery slot (or one adopted, while holding), and for an earlier layout's
+        tunnel slot (`TunnelRoute`) that is wanted but has no map entry yet; once its entry is
+        in the map, the tunnel rule carries its flows and its table and rule go: the earlier
+        layout is converted in place, slot numbers (the marks in conntrack) kept."""
         p, prio = self.opts.proto, self.opts.rule_priority
-        unwanted = (set(self.routes) | self.rules) - wanted
-        if holding:
-            unwanted = {m for m in unwanted if self.slots.by_mark.get(m) not in self.adopted}
+        held = {self.slots.by_id.get(i) for i in self.adopted} if holding else set()
+        legacy = {m for m, r in self.routes.items() if isinstance(r, TunnelRoute)}
+        unconverted = {m for m in legacy if isinstance(want.get(m), Tunnel)} - set(self.tunnels)
+        delivery = {m for m in set(self.routes) | self.rules if isinstance(want.get(m), Delivery)}
+        keep_table = unconverted | ((delivery | held) - legacy)
         lines = []
-        for mark in sorted(unwanted):
+        for mark in sorted((set(self.routes) | self.rules) - keep_table):
             if mark in self.routes:
                 lines.append(f"route flush table {mark} proto {p}")
             if mark in self.rules:
                 lines.append(f"rule del pref {prio} fwmark {mark:#x} lookup {mark} proto {p}")
+        gone_tunnels = sorted(m for m in self.tunnels if m not in want)
+        wanted_dsids = {
+            ident[1]
+            for m in self.tunnels
+            if m in want and (ident := self.slots.by_mark.get(m)) is not None
+        }
+        gone_dsids = sorted(set(self.dsid_routes) - wanted_dsids)
+        base = self.marks.base
+        lines += [f"route del {s}/128 proto {p} table {base}" for s in gone_dsids]
+        rule_gone = self.tunnel_rule and not wanted_dsids
+        if rule_gone:
+            lines.append(self._tunnel_rule_line("del"))
         delivered = {d.sid for d in self.local.values()}
         stale_local = set() if holding else self.local_sids - delivered
         lines += [
             f"route del local {sid}/128 dev lo table local proto {p}" for sid in sorted(stale_local)
         ]
-        await self._batch(lines)
-        for mark in unwanted:
+        await self._batch(lines)  # routes first: a flow of a removed D-SID is routed plainly
+        if gone_tunnels and self.tmap is not None:
+            try:
+                srv6_bpf.map_delete(self.tmap.map_fd, gone_tunnels)
+                self.counters["removed"] += len(gone_tunnels)
+            except srv6_bpf.BpfError as e:
+                self.counters["errors"] += 1
+                log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
+                with contextlib.suppress(k.KernelError):
+                    self._read_map()  # what is left is read back
+            for mark in gone_tunnels:
+                self.tunnels.pop(mark, None)
+        for mark in (set(self.routes) | self.rules) - keep_table:
             self.routes.pop(mark, None)
             self.rules.discard(mark)
-            self.slots.release(mark)
+        for s in gone_dsids:
+            self.dsid_routes.pop(s, None)
+        self.tunnel_rule = self.tunnel_rule and not rule_gone
+        for mark in list(self.slots.by_mark):
+            if mark not in want and mark not in self.routes and mark not in self.tunnels:
+                self.slots.release(mark)
+                self.tunnel_dev.pop(mark, None)
         self.local_sids -= stale_local
 
-    async def _batch(self, lines: list[str]) -> None:
+    async def _batch(self, lines: list[str]) -> bool:
         if not lines:
-            return
+            return True
         try:
             await k.ip_batch(lines)
             self.counters["installed"] += sum(
@@ -510,6 +702,8 @@ class LinuxDataplane:
         except k.KernelError as e:
             self.counters["errors"] += 1
             log.error("event=linux_batch_failed error=%r (reconciliation retries)", str(e))
+            return False
+        return True
 
     # --- the binding table ------------------------------------------------------------------
 

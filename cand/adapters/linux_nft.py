@@ -34,14 +34,32 @@ AFFINITY_PROTOS = (("tcp", "meta l4proto tcp"), ("udp", "meta l4proto udp"),
 
 @dataclass(frozen=True, slots=True)
 class Marks:
-    """cand's mark and table-id range: `base | n` for n in 1..65535, under `mask`."""
+    """cand's mark range: `base | n` for n in 1..2^bits - 1, the bits under `mask` being `base`.
+
+    24 bits by default: a slot per remote instance of every service, so 10k D-SIDs x 12
+    instances (120,000 slots) fit, where 16 bits stopped at 65,535. `base` itself is no slot:
+    it is the id of the one routing table that holds the tunnels' D-SID routes."""
 
     base: int = 0xCA000000
-    mask: int = 0xFFFF0000
+    bits: int = 24
 
     def __post_init__(self) -> None:
-        if self.base & ~self.mask or self.base == 0:
-            raise ValueError("dataplane.options.mark_base: must be non-zero with its low 16 bits 0")
+        if not 8 <= self.bits <= 28:
+            raise ValueError("dataplane.options.mark_bits: must be 8..28")
+        if self.base & ~self.mask or self.base == 0 or self.base > 0xFFFFFFFF:
+            raise ValueError(
+                f"dataplane.options.mark_base: must be a non-zero 32-bit value with its low "
+                f"{self.bits} bits 0 (mark_bits = {self.bits}); got {self.base:#x}"
+            )
+
+    @property
+    def mask(self) -> int:
+        return 0xFFFFFFFF & ~((1 << self.bits) - 1)
+
+    @property
+    def size(self) -> int:
+        """How many slots there are."""
+        return (1 << self.bits) - 1
 
     def owns(self, mark: int) -> bool:
         return mark & self.mask == self.base and mark != self.base

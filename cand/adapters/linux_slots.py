@@ -2,10 +2,21 @@
 
 A slot is one way out of this router for steered packets: towards a remote instance's SRv6 SID
 (`Tunnel`, ingress) or to a local instance (`Delivery`, egress, also used by a local client).
-Its number is at once the fwmark, the ct mark and the routing table id (`base | n`), so the
-kernel needs no map between them: `ip rule fwmark N lookup N`. What a slot installs is
-described here as plain values, compared with what the kernel reports, and only the
-difference is changed. Pure: no I/O.
+Its number (`base | n`) is at once the fwmark and the ct mark.
+
+- A delivery slot (few: one per local instance) is also a routing table id, with its own rule:
+  `ip rule fwmark N lookup N`, table N `default via <D-BID>` (`DeliveryRoute`).
+- A tunnel slot (many: one per remote instance of every steered service, 120k at 10k D-SIDs x
+  12) is one entry of the tunnel map, N -> the outer header towards the instance's SID. One
+  rule, `fwmark base/mask lookup base`, sends every tunnel mark to the tunnel table `base`,
+  which holds one route per steered D-SID (`DsidRoute`) through the one program that looks
+  the mark up (`srv6_bpf.map_program`). No rule and no table per tunnel: the kernel walks ip
+  rules one by one for every packet, and a route table per tunnel stopped at 65,535.
+- `TunnelRoute` is the layout before the tunnel map (a table, a rule and a program per
+  tunnel); it is only read back, to convert it (see `linux`).
+
+What a slot installs is described here as plain values, compared with what the kernel
+reports, and only the difference is changed. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -17,7 +28,8 @@ from cand.adapters.linux_nft import Marks, hexname
 from cand.engine.service_table import InstanceMode
 from cand.model import InstanceKey, ServiceId
 
-PROG_PREFIX = "cand-"
+PROG_PREFIX = "cand-"  # the per-tunnel programs of the layout before the tunnel map
+MAP_PROG_PREFIX = "cand_t"  # the one program of a tunnel map: + 9 hex digits, unique
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +63,7 @@ def identity(p: Purpose) -> Identity:
 
 @dataclass(frozen=True, slots=True)
 class TunnelRoute:
-    """Installed in table N: `D-SID/128 encap bpf xmit <prog> dev <dev>`."""
+    """The earlier layout's table N: `D-SID/128 encap bpf xmit cand-<SID> dev <dev>`."""
 
     service: ServiceId
     sid: ipaddress.IPv6Address
@@ -66,7 +78,21 @@ class DeliveryRoute:
     dev: str
 
 
+@dataclass(frozen=True, slots=True)
+class DsidRoute:
+    """In the tunnel table: `D-SID/128 encap bpf xmit <the map's program> dev <dev>`."""
+
+    prog: str
+    dev: str
+
+
 Route = TunnelRoute | DeliveryRoute
+
+
+def map_prog_of(name: str) -> str | None:
+    """The tunnel-map program's name from a route's `xmit` (`cand_t…:[*fsobj]`)."""
+    name = name.split(":", 1)[0]
+    return name if name.startswith(MAP_PROG_PREFIX) and len(name) <= 15 else None
 
 
 def prog_name(sid: ipaddress.IPv6Address) -> str:
@@ -103,13 +129,15 @@ class SlotTable:
         have = self.by_id.get(ident)
         if have is not None:
             return have
-        for _ in range(0xFFFF):
-            mark = self.marks.base | self._next
-            self._next = self._next % 0xFFFF + 1
-            if mark not in self.by_mark:
-                self._bind(ident, mark)
-                return mark
-        raise RuntimeError("dataplane: all 65535 slots are in use")
+        size = self.marks.size
+        if len(self.by_mark) < size:
+            while True:
+                mark = self.marks.base | self._next
+                self._next = self._next % size + 1
+                if mark not in self.by_mark:
+                    self._bind(ident, mark)
+                    return mark
+        raise RuntimeError(f"dataplane: all {size} slots are in use (mark_bits)")
 
     def adopt(self, ident: Identity, mark: int) -> bool:
         if not self.marks.owns(mark) or mark in self.by_mark or ident in self.by_id:

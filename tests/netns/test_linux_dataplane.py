@@ -89,6 +89,10 @@ def ingress_spec(dsid: str, w1: int, w2: int, flow_key: str = "5-tuple") -> dict
 
 @pytest.fixture
 def lab(topo: Topology) -> Lab:
+    return build_lab(topo)
+
+
+def build_lab(topo: Topology) -> Lab:
     c1, c2, i, e = (topo.ns(n) for n in ("c1", "c2", "ingress", "egress"))
     s1, s2 = topo.ns("s1"), topo.ns("s2")
     topo.link(c1, "fc00:c1::2/64", i, "fc00:c1::1/64")

@@ -33,111 +33,182 @@ def test_srh_header_matches_an_independent_encoder() -> None:
     assert len(ours) == 40 + 8 + 32
 
 
-STACK, CTX = 1 << 32, 1 << 40  # where the little interpreter below puts r10 and the skb
+STACK, CTX, VALUE = 1 << 32, 1 << 40, 1 << 48  # where the interpreter below keeps its memory
+MAP_FD = 7
+MARK = 0xCA012345  # a slot number above 16 bits
 
 
 def run_program(
-    code: bytes, inner: bytes, fail: int | None = None
+    code: bytes,
+    inner: bytes,
+    table: dict[int, bytes],
+    mark: int = MARK,
+    fail: int | None = None,
 ) -> tuple[int, bytes, int, bytes]:
-    """Runs the LWT program the way the kernel would, for the instructions it uses: returns
-    (verdict, the packet afterwards, skb->mark, what `bpf_lwt_push_encap` was handed: the
-    kernel's GSO check reads its byte 6). The helpers act on a packet held here;
-    `fail` is the helper number that returns an error."""
+    """Runs the tunnel program the way the kernel would, for the instructions it uses, against
+    the map `table` (mark -> value): returns (verdict, the packet afterwards, skb->mark, what
+    `bpf_lwt_push_encap` was handed: the kernel's GSO check reads its byte 6). The helpers act
+    on a packet held here; `fail` is the helper number that returns an error. Memory is
+    bounds-checked: the stack, the skb's two fields, and the one map value looked up."""
     insns = [code[i : i + 8] for i in range(0, len(code), 8)]
     reg = dict.fromkeys(range(11), 0)
     reg[1], reg[10] = CTX, STACK
     stack = bytearray(512)
-    skb = {"len": len(inner), "mark": 0xCA000001}
+    skb = {srv6_bpf.SKB_LEN: len(inner), srv6_bpf.SKB_MARK: mark}
+    value = b""
     packet = bytearray(inner)
     pushed = b""
+    ones = (1 << 64) - 1
+
+    def load(addr: int, n: int) -> bytes:
+        if addr >= VALUE:
+            assert addr - VALUE + n <= len(value), "read past the map value"
+            return value[addr - VALUE : addr - VALUE + n]
+        if addr >= CTX:
+            assert n == 4 and addr - CTX in skb
+            return skb[addr - CTX].to_bytes(4, "little")
+        return bytes(stack[mem(addr, n)])
 
     def mem(addr: int, n: int) -> slice:
         assert addr >= STACK - 512 and addr + n <= STACK, "stack access out of range"
         return slice(addr - STACK + 512, addr - STACK + 512 + n)
 
+    size = {0x61: 4, 0x71: 1, 0x63: 4, 0x6B: 2, 0x73: 1}
     pc = 0
     while True:
         op, regs, off, imm = struct.unpack("<BBhi", insns[pc])
         dst, src = regs & 0xF, regs >> 4
         pc += 1
-        if op == 0x18:  # ld_imm64: two slots
-            hi = struct.unpack("<i", insns[pc][4:])[0]
-            reg[dst] = (imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32)
+        if op == 0x18:  # ld_imm64: a map by its fd
+            assert src == srv6_bpf.BPF_PSEUDO_MAP_FD and imm == MAP_FD
+            reg[dst] = ("map", imm)  # type: ignore[assignment]
             pc += 1
         elif op == 0xBF:
             reg[dst] = reg[src]
         elif op == 0xB7:
-            reg[dst] = imm & 0xFFFFFFFFFFFFFFFF
+            reg[dst] = imm & ones
         elif op == 0x07:
-            reg[dst] = (reg[dst] + imm) & 0xFFFFFFFFFFFFFFFF
+            reg[dst] = (reg[dst] + imm) & ones
+        elif op == 0x0F:
+            reg[dst] = (reg[dst] + reg[src]) & ones
         elif op == 0xDC:
             assert imm == 16
             reg[dst] = int.from_bytes((reg[dst] & 0xFFFF).to_bytes(2, "big"), "little")
-        elif op in (0x7B, 0x6B):  # stx dw / h
-            n = 8 if op == 0x7B else 2
+        elif op in (0x61, 0x71):  # ldx w / b
+            reg[dst] = int.from_bytes(load(reg[src] + off, size[op]), "little")
+        elif op in (0x63, 0x6B, 0x73):  # stx w / h / b: only to the stack
+            n = size[op]
             stack[mem(reg[dst] + off, n)] = (reg[src] & ((1 << 8 * n) - 1)).to_bytes(n, "little")
-        elif op == 0x72:  # st b
-            stack[mem(reg[dst] + off, 1)] = bytes([imm & 0xFF])
-        elif op == 0x61:  # ldx w from the skb
-            assert reg[src] == CTX and off == srv6_bpf.SKB_LEN
-            reg[dst] = skb["len"]
         elif op == 0x62:  # st w into the skb
             assert reg[dst] == CTX and off == srv6_bpf.SKB_MARK
-            skb["mark"] = imm
+            skb[srv6_bpf.SKB_MARK] = imm
         elif op == 0x85:
-            assert reg[1] == CTX
-            if imm == fail:
-                reg[0] = -93 & 0xFFFFFFFFFFFFFFFF  # -EPROTONOSUPPORT
+            if imm == srv6_bpf.BPF_FUNC_MAP_LOOKUP_ELEM:
+                assert reg[1] == ("map", MAP_FD)  # type: ignore[comparison-overlap]
+                key = int.from_bytes(load(reg[2], 4), "little")
+                value = table.get(key, b"")
+                reg[0] = VALUE if key in table else 0
+            elif imm == fail:
+                assert reg[1] == CTX
+                reg[0] = -93 & ones  # -EPROTONOSUPPORT
             elif imm == srv6_bpf.BPF_FUNC_LWT_PUSH_ENCAP:
-                assert reg[2] == srv6_bpf.BPF_LWT_ENCAP_IP
-                pushed = bytes(stack[mem(reg[3], reg[4])])
+                assert reg[1] == CTX and reg[2] == srv6_bpf.BPF_LWT_ENCAP_IP
+                pushed = load(reg[3], reg[4])
                 packet[:0] = pushed
                 reg[0] = 0
             elif imm == srv6_bpf.BPF_FUNC_SKB_STORE_BYTES:
-                assert reg[5] == 0
-                packet[reg[2] : reg[2] + reg[4]] = stack[mem(reg[3], reg[4])]
+                assert reg[1] == CTX and reg[5] == 0
+                packet[reg[2] : reg[2] + reg[4]] = load(reg[3], reg[4])
                 reg[0] = 0
             else:
                 raise AssertionError(f"unexpected helper {imm}")
             for r in range(1, 6):
                 reg[r] = 0xDEAD  # clobbered by a call
-        elif op == 0x55:
-            if reg[dst] != imm & 0xFFFFFFFFFFFFFFFF:
-                pc += off
+        elif op in (0x15, 0x55, 0x25, 0xA5):  # jeq, jne, jgt, jlt against an immediate
+            a, b = reg[dst], imm & ones
+            taken = {0x15: a == b, 0x55: a != b, 0x25: a > b, 0xA5: a < b}[op]
+            pc += off if taken else 0
         elif op == 0x95:
-            return reg[0], bytes(packet), skb["mark"], pushed
+            return reg[0], bytes(packet), skb[srv6_bpf.SKB_MARK], pushed
         else:
             raise AssertionError(f"opcode {op:#x} not modelled")
 
 
+def path_of(segments: int) -> list[ipaddress.IPv6Address]:
+    return [SID] + [ipaddress.IPv6Address(f"fc00:0:{4 + i}::1") for i in range(segments - 1)]
+
+
+@pytest.mark.parametrize("segments", [1, 2, 3, 7])
+def test_tunnel_value_round_trips(segments: int) -> None:
+    header = srv6_bpf.srh_header(SRC, path_of(segments))
+    value = srv6_bpf.tunnel_value(SVC.address, header)  # type: ignore[arg-type]
+    assert len(value) == srv6_bpf.VALUE_SIZE
+    length, nh = struct.unpack_from("<IB", value)
+    assert (length, nh) == (len(header), 43)
+    pushed = value[srv6_bpf.VALUE_HEADER : srv6_bpf.VALUE_HEADER + length]
+    assert pushed == srv6_bpf.pushed_header(header) and pushed[6] == 41
+    assert value[srv6_bpf.VALUE_HEADER + length :] == bytes(srv6_bpf.HEADER_MAX - length)
+    assert srv6_bpf.parse_tunnel_value(value) == (SVC.address, header)
+    assert srv6_bpf.first_segment(header) == SID
+    assert srv6_bpf.parse_tunnel_value(value[:-1]) is None
+    bad = struct.pack("<I", 300) + value[4:]
+    assert srv6_bpf.parse_tunnel_value(bad) is None
+    with pytest.raises(ValueError, match="multiple of 8"):
+        srv6_bpf.tunnel_value(SVC.address, header[:-4])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="multiple of 8"):
+        srv6_bpf.tunnel_value(SVC.address, header + bytes(256))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("segments", [1, 2, 3])
 def test_program_puts_the_srh_on_the_wire_and_hides_it_from_the_gso_check(segments: int) -> None:
-    path = [SID] + [ipaddress.IPv6Address(f"fc00:0:{4 + i}::1") for i in range(segments - 1)]
-    header = srv6_bpf.srh_header(SRC, path)
-    pushed = srv6_bpf.pushed_header(header)
-    assert pushed[6] == 41 and header[6] == 43 and pushed[7:] == header[7:]
-    code = srv6_bpf.encap_program(header)
-    inner = bytes(range(200))
-    verdict, packet, mark, handed = run_program(code, inner)
-    assert verdict == srv6_bpf.BPF_LWT_REROUTE and mark == 0
-    assert handed[6] == 41  # what the kernel's GSO check sees: IPv6 in IPv6
-    want = header[:4] + (len(header) - 40 + len(inner)).to_bytes(2, "big") + header[6:]
-    assert packet == want + inner  # byte-exact: next header 43 again, payload length filled
+    header = srv6_bpf.srh_header(SRC, path_of(segments))
+    table = {MARK: srv6_bpf.tunnel_value(SVC.address, header)}  # type: ignore[arg-type]
+    code = srv6_bpf.map_program(MAP_FD)
+    for inner in (bytes(range(200)), b"y" * 1400):
+        verdict, packet, mark, handed = run_program(code, inner, table)
+        assert verdict == srv6_bpf.BPF_LWT_REROUTE and mark == 0
+        assert handed[6] == 41  # what the kernel's GSO check sees: IPv6 in IPv6
+        want = header[:4] + (len(header) - 40 + len(inner)).to_bytes(2, "big") + header[6:]
+        assert packet == want + inner  # byte-exact: next header 43, payload length per packet
+
+
+def test_program_drops_on_a_miss_a_bad_length_or_a_failed_helper() -> None:
+    header = srv6_bpf.srh_header(SRC, [SID])
+    value = srv6_bpf.tunnel_value(SVC.address, header)  # type: ignore[arg-type]
+    code = srv6_bpf.map_program(MAP_FD)
+    inner = b"x" * 60
+    assert run_program(code, inner, {MARK: value}, mark=MARK + 1)[0] == srv6_bpf.BPF_DROP
+    assert run_program(code, inner, {}, mark=MARK)[0] == srv6_bpf.BPF_DROP
+    for length in (0, 32, 257, 1 << 31):  # what the verifier's bounds are for
+        bad = {MARK: struct.pack("<I", length) + value[4:]}
+        assert run_program(code, inner, bad)[0] == srv6_bpf.BPF_DROP
     for helper in (srv6_bpf.BPF_FUNC_LWT_PUSH_ENCAP, srv6_bpf.BPF_FUNC_SKB_STORE_BYTES):
-        assert run_program(code, inner, fail=helper)[0] == srv6_bpf.BPF_DROP
+        assert run_program(code, inner, {MARK: value}, fail=helper)[0] == srv6_bpf.BPF_DROP
 
 
-def test_program_without_srh_pushes_once() -> None:
-    plain = srv6_bpf.srh_header(SRC, [SID])[:40]  # an outer header whose next header is not 43
-    plain = plain[:6] + bytes([41]) + plain[7:]
-    assert srv6_bpf.pushed_header(plain) == plain
-    code = srv6_bpf.encap_program(plain)
-    verdict, packet, _, _ = run_program(code, b"x" * 60)
-    assert verdict == srv6_bpf.BPF_LWT_REROUTE and packet[40:] == b"x" * 60
-    assert 9 not in {int.from_bytes(code[i + 4 : i + 8], "little") for i in range(0, len(code), 8)
-                     if code[i] == 0x85}  # fmt: skip
-    with pytest.raises(ValueError, match="multiple of 8"):
-        srv6_bpf.encap_program(b"\0" * 60)  # not a multiple of 8
+def test_program_shape() -> None:
+    """One map reference, one lookup; the push's length is bounded (both ways) before the push;
+    every error path jumps to the final drop; nothing writes into the map value."""
+    code = srv6_bpf.map_program(MAP_FD)
+    insns = [struct.unpack("<BBhi", code[i : i + 8]) for i in range(0, len(code), 8)]
+    loads = [i for i, (op, *_) in enumerate(insns) if op == 0x18]
+    assert len(loads) == 1 and insns[loads[0]][1] >> 4 == srv6_bpf.BPF_PSEUDO_MAP_FD
+    calls = [imm for op, _, _, imm in insns if op == 0x85]
+    assert calls == [
+        srv6_bpf.BPF_FUNC_MAP_LOOKUP_ELEM,
+        srv6_bpf.BPF_FUNC_LWT_PUSH_ENCAP,
+        srv6_bpf.BPF_FUNC_SKB_STORE_BYTES,
+    ]
+    push = next(i for i, (op, _, _, imm) in enumerate(insns) if op == 0x85 and imm == 73)
+    bounds = {(op, imm) for op, _, _, imm in insns[:push] if op in (0x25, 0xA5)}
+    assert bounds == {(0x25, srv6_bpf.HEADER_MAX), (0xA5, 40)}
+    drop = len(insns) - 2
+    assert insns[drop] == (0xB7, 0, 0, srv6_bpf.BPF_DROP) and insns[-1][0] == 0x95
+    for i, (op, _, off, _) in enumerate(insns):
+        if op in (0x15, 0x55, 0x25, 0xA5):
+            assert i + 1 + off == drop
+    stores = [(op, regs & 0xF) for op, regs, _, _ in insns if op in (0x63, 0x6B, 0x73, 0x7B)]
+    assert all(dst == srv6_bpf.R10 for _, dst in stores)  # the stack only
 
 
 def test_prog_name_round_trips() -> None:
@@ -183,8 +254,28 @@ def test_service_chain_three_tuple_and_default() -> None:
 def test_marks_validate() -> None:
     with pytest.raises(ValueError, match="mark_base"):
         nft.Marks(0xCA000001)
+    with pytest.raises(ValueError, match="low 24 bits"):
+        nft.Marks(0xCA010000)  # fine under the 16 bits of earlier versions, not under 24
+    assert nft.Marks(0xCA010000, bits=16).size == 0xFFFF
+    with pytest.raises(ValueError, match="mark_bits"):
+        nft.Marks(0xC0000000, bits=30)
     m = nft.Marks()
-    assert m.owns(0xCA000005) and not m.owns(0xCA000000) and not m.owns(0x1)
+    assert m.mask == 0xFF000000 and m.size == (1 << 24) - 1
+    assert m.owns(0xCA000005) and m.owns(0xCAFFFFFF) and not m.owns(0xCA000000)
+    assert not m.owns(0x1) and not m.owns(0xCB000001)
+    assert m.match == "and 0xff000000 == 0xca000000"
+
+
+def test_slots_go_past_16_bits() -> None:
+    t = SlotTable(nft.Marks())
+    marks = {t.assign(Tunnel(SVC, ipaddress.IPv6Address(int(SID) + i))) for i in range(70_000)}
+    assert len(marks) == 70_000 and max(marks) > 0xCA00FFFF
+    assert all(t.marks.owns(m) for m in marks)
+    small = SlotTable(nft.Marks(bits=8))
+    for i in range(255):
+        small.assign(Tunnel(SVC, ipaddress.IPv6Address(int(SID) + i)))
+    with pytest.raises(RuntimeError, match="all 255 slots"):
+        small.assign(Tunnel(SVC, ipaddress.IPv6Address(int(SID) + 999)))
 
 
 def test_slots_adopt_assign_release() -> None:
@@ -211,3 +302,24 @@ def test_parse_conntrack_row() -> None:
     assert str(b.binding) == "2001:db8:a::10" and b.timeout == 431999
     assert parse_conntrack(row.replace("3388997633", "7"), where, 100.0) is None
     assert parse_conntrack("garbage", where, 100.0) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"mark_base": 0xCA010000}, "mark_base: must be a non-zero 32-bit value with its low 24"),
+        ({"mark_bits": 30}, "mark_bits"),
+        ({"tunnel_map_entries": 0}, "tunnel_map_entries"),
+        ({"tunnel_map_entries": 1 << 29}, "tunnel_map_entries: must be 1..268435456"),
+        ({"rule_priority": 32765}, "rule_priority"),
+    ],
+)  # fmt: skip
+def test_options_name_the_bad_field(options: dict[str, int], field: str) -> None:
+    from cand.adapters.linux import LinuxDataplane, LinuxOptions
+
+    with pytest.raises(ValueError, match=re.escape(f"dataplane.options.{field}")):
+        LinuxDataplane(LinuxOptions(**options), RouterId.parse("fc00:1::1"))  # type: ignore[arg-type]
+    ok = LinuxDataplane(
+        LinuxOptions(mark_bits=16, mark_base=0xCA010000), RouterId.parse("fc00:1::1")
+    )
+    assert ok.marks.mask == 0xFFFF0000 and ok.map_entries == 0xFFFF  # no more than slots
