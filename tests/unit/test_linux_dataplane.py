@@ -211,3 +211,26 @@ def test_parse_conntrack_row() -> None:
     assert str(b.binding) == "2001:db8:a::10" and b.timeout == 431999
     assert parse_conntrack(row.replace("3388997633", "7"), where, 100.0) is None
     assert parse_conntrack("garbage", where, 100.0) is None
+
+
+def test_parse_nat_rule_reads_back_what_base_wrote() -> None:
+    """As `nft -j list table ip6 cand` (nft 1.0.6) shows the rule `base` writes for one NAT
+    instance; anything else in the chain is not a translation of cand's."""
+    rule = {
+        "family": "ip6", "table": "cand", "chain": "servicenat", "handle": 2,
+        "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 0xCA000002}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                       "right": "2001:db8:5::2"}},
+            {"dnat": {"addr": "2001:db8:3b::10"}},
+        ],
+    }  # fmt: skip
+    want = nft.NatRule(
+        0xCA000002, ipaddress.IPv6Address("2001:db8:5::2"), ipaddress.IPv6Address("2001:db8:3b::10")
+    )
+    assert nft.parse_nat_rule(rule) == want
+    text = nft.base("cand", nft.Marks(), {}, {}, [want], None)
+    rule_text = "meta mark 0xca000002 ip6 daddr 2001:db8:5::2 dnat to 2001:db8:3b::10"
+    assert f"add rule ip6 cand servicenat {rule_text}" in text
+    assert nft.parse_nat_rule({**rule, "expr": rule["expr"][:2]}) is None
+    assert nft.parse_nat_rule({"expr": [{"counter": {}}]}) is None
