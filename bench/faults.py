@@ -19,8 +19,10 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,13 +202,86 @@ def plot(t: Trial, path: Path) -> Path | None:
     return path
 
 
-def soak_sample(lab: Fig2) -> dict[str, Any]:
+def soak_sample(lab: Fig2, fault: str | None) -> dict[str, Any]:
+    """dr1's cand now: RSS, open file descriptors, asyncio tasks (and its pid: a `kill -9
+    cand (dr1)` starts a new process, whose figures start again)."""
     pid = lab.pids("dr1", "cand.cli run")[0]
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:"))
     fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
     tasks = asyncio.run(lab.api("dr1", "status")).get("tasks")
-    return {"at": time.time(), "rss_kb": rss, "fds": fds, "tasks": tasks}
+    return {
+        "at": time.time(), "pid": pid, "after": fault, "rss_kb": rss, "fds": fds, "tasks": tasks,
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+
+
+SOAK_FIGURES = ("rss_kb", "fds", "tasks")
+
+
+def soak_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Start, end and max of each figure, over every sample and over the longest-lived
+    process (the one a leak would show in: a restart starts from scratch)."""
+    if not samples:
+        return {}
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for x in samples:
+        runs.setdefault(x["pid"], []).append(x)
+    longest = max(runs.values(), key=lambda r: r[-1]["at"] - r[0]["at"])
+
+    def figures(xs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            k: {"start": xs[0][k], "end": xs[-1][k], "max": max(x[k] for x in xs)}
+            for k in SOAK_FIGURES
+        }
+
+    loads = [x["load"] for x in samples]
+    return {
+        "minutes": round((samples[-1]["at"] - samples[0]["at"]) / 60, 1),
+        "samples": len(samples),
+        "processes": len(runs),
+        "all": figures(samples),
+        "longest_process": {
+            "pid": longest[0]["pid"],
+            "minutes": round((longest[-1]["at"] - longest[0]["at"]) / 60, 1),
+            **figures(longest),
+        },
+        "load_average": {"min": min(loads), "mean": sum(loads) / len(loads), "max": max(loads)},
+    }
+
+
+def plot_soak(samples: list[dict[str, Any]], path: Path) -> Path | None:
+    """dr1's RSS, file descriptors and tasks over the soak; a new pid is marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return None
+    t0 = samples[0]["at"]
+    mins = [(x["at"] - t0) / 60 for x in samples]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True)
+    labels = {"rss_kb": "RSS (MiB)", "fds": "open fds", "tasks": "asyncio tasks"}
+    for ax, key in zip(axes, SOAK_FIGURES, strict=True):
+        ys = [x[key] / 1024 if key == "rss_kb" else x[key] for x in samples]
+        ax.plot(mins, ys, marker=".", color="tab:blue")
+        ax.set_ylabel(labels[key])
+        ax.set_ylim(bottom=0, top=max(ys) * 1.25 or 1)
+        for i in range(1, len(samples)):
+            if samples[i]["pid"] != samples[i - 1]["pid"]:
+                ax.axvline(mins[i], color="tab:red", alpha=0.4, linestyle="--")
+    axes[-1].set_xlabel("minutes (dashed: dr1's cand killed and restarted)")
+    axes[0].set_title("dr1's cand over the soak, sampled after every fault")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(f"bench.faults: signal {signum}")  # so that `finally` takes the lab down
 
 
 def main() -> None:
@@ -219,6 +294,11 @@ def main() -> None:
     ap.add_argument("--keep", type=int, default=3, help="long-lived connections per D-SID")
     ap.add_argument("--soak", type=float, default=0.0, help="minutes of random faults")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--lab-name",
+        help="the lab's own name (its namespaces are clab-NAME-*); default dyncast-fig2, "
+        "or fig2-<random> for a soak, which then runs beside other copies of the lab",
+    )
     a = ap.parse_args()
     why = netns_available()
     if why:
@@ -226,12 +306,17 @@ def main() -> None:
     random.seed(a.seed)
     only = a.only.split(",") if a.only else []
     faults = [f for f in every_fault(a.speaker) if not only or any(o in f.name for o in only)]
-    lab = Fig2(a.speaker)
-    lab.up()
+    name = a.lab_name or (f"fig2-{uuid.uuid4().hex[:6]}" if a.soak else None)
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    signal.signal(signal.SIGHUP, _exit_on_term)
+    lab = Fig2(a.speaker, name)
     rows: list[dict[str, Any]] = []
     soak: list[dict[str, Any]] = []
     try:
+        lab.up()
         asyncio.run(lab.wait_ready())
+        if a.soak:
+            soak.append(soak_sample(lab, None))
         base = asyncio.run(trial(lab, None, a.duration, a.rate, a.keep))
         rows.append(account(base, None))
         shown: Trial | None = None
@@ -245,7 +330,8 @@ def main() -> None:
             if shown is None and f.unusable and t.rows:
                 shown = t
             if a.soak:
-                soak.append(soak_sample(lab))
+                soak.append(soak_sample(lab, f.name))
+                print(json.dumps(soak[-1]), flush=True)
     finally:
         lab.down()
     summary = summarize(rows)
@@ -264,9 +350,14 @@ def main() -> None:
     )  # fmt: skip
     results = Path(os.environ.get("CAND_BENCH_RESULTS", RESULTS))
     results.mkdir(parents=True, exist_ok=True)
-    png = plot(shown, results / "faults.png") if shown is not None else None
+    stem = "faults_soak" if a.soak else "faults" if a.speaker == "gobgp" else "faults_exabgp"
+    png = plot(shown, results / f"{stem}.png") if shown is not None else None
+    soak_png = plot_soak(soak, results / f"{stem}_daemon.png") if len(soak) > 1 else None
+    soaked = soak_summary(soak)
+    if soaked:
+        print(json.dumps(soaked, indent=1))
     path = save(
-        "faults",
+        stem,
         {
             "command": "python -m bench.faults " + " ".join(sys.argv[1:]),
             "speaker": a.speaker,
@@ -276,8 +367,11 @@ def main() -> None:
             "keep": a.keep,
             "summary": summary,
             "trials": rows,
+            "lab": lab.lab.name,
             "soak": soak,
+            "soak_summary": soaked,
             "plot": str(png) if png else None,
+            "soak_plot": str(soak_png) if soak_png else None,
         },
     )
     print(f"written: {path}")
