@@ -144,6 +144,12 @@ def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
         "new": len(new),
         "new_failed": len(failed),
         "new_to_unusable": len(to_bad),
+        # when each failed new connection started, in s from the injection (its `at` is when
+        # the client gave up, 3 s after a connect timed out): which part of a fault hurt
+        "new_failed_at": [
+            round(r["at"] - (r.get("ms") or 0) / 1000 - t.injected, 2) if t.injected else None
+            for r in failed
+        ],
         "ms_until_steering_right": right_after,
         "table_samples_wrong": len(wrong_samples),
         "error": t.error,
