@@ -181,7 +181,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(t: Trial, path: Path) -> Path | None:
-    """Connection outcomes over time for one trial (ok / failed, new / long-lived)."""
+    """Connection outcomes over time for one trial: new connections per half second by when
+    they started (served / failed), and the long-lived connections' requests (served / the
+    request that found the connection broken), the fault shaded."""
     try:
         import matplotlib
 
@@ -190,18 +192,37 @@ def plot(t: Trial, path: Path) -> Path | None:
     except ImportError:
         print("(matplotlib not installed: no plot)")
         return None
-    t0 = min(r["at"] for r in t.rows)
-    fig, ax = plt.subplots(figsize=(8, 3))
-    for kind, y in (("long", 1), ("new", 0)):
-        ok = [r["at"] - t0 for r in t.rows if r["kind"] == kind and r["served_by"]]
-        bad = [r["at"] - t0 for r in t.rows if r["kind"] == kind and not r["served_by"]]
-        ax.scatter(ok, [y] * len(ok), s=4, marker="|", color="tab:green")
-        ax.scatter(bad, [y] * len(bad), s=30, marker="x", color="tab:red")
-    if t.injected:
-        ax.axvspan(t.injected - t0, t.repaired - t0, color="tab:orange", alpha=0.2)
-    ax.set_yticks([0, 1], ["new", "established"])
-    ax.set_xlabel("seconds")
-    ax.set_title(f"{t.fault}: every request (x = failed), fault shaded")
+
+    def started(r: dict[str, Any]) -> float:
+        return float(r["at"]) - float(r.get("ms") or 0) / 1000  # `at` is when it ended
+
+    t0 = min(started(r) for r in t.rows)
+    fig, (top, low) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    width = 0.5
+    end = max(float(r["at"]) for r in t.rows) - t0
+    edges = [i * width for i in range(int(end / width) + 2)]
+    new = [r for r in t.rows if r["kind"] == "new"]
+    ok = [started(r) - t0 for r in new if r["served_by"]]
+    bad = [started(r) - t0 for r in new if not r["served_by"]]
+    top.hist([ok, bad], bins=edges, stacked=True, color=["tab:green", "tab:red"],
+             label=["served", "failed"])  # fmt: skip
+    top.set_ylabel(f"new / {width:g} s")
+    top.legend(loc="lower right", fontsize=8)
+    conns = sorted({r["conn"] for r in t.rows if r["kind"] == "long"})
+    row = {c: i for i, c in enumerate(conns)}
+    for r in (r for r in t.rows if r["kind"] == "long"):
+        x, y = started(r) - t0, row[r["conn"]]
+        if r["served_by"]:
+            low.plot(x, y, "|", color="tab:green", markersize=6)
+        else:
+            low.plot(x, y, "x", color="tab:red", markersize=8)
+    low.set_yticks(range(len(conns)), [f"conn {c}" for c in conns], fontsize=7)
+    low.set_ylabel("long-lived")
+    low.set_xlabel("seconds (by when each connection or request started)")
+    for ax in (top, low):
+        if t.injected:
+            ax.axvspan(t.injected - t0, t.repaired - t0, color="tab:orange", alpha=0.2)
+    top.set_title(f"{t.fault}: every connection (red: failed), fault shaded")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -305,7 +326,13 @@ def main() -> None:
         help="the lab's own name (its namespaces are clab-NAME-*); default dyncast-fig2, "
         "or fig2-<random> for a soak, which then runs beside other copies of the lab",
     )
+    ap.add_argument("--replot", type=Path, help="draw a results file's plotted trial again")
     a = ap.parse_args()
+    if a.replot:
+        got = json.loads(a.replot.read_text())["plotted"]
+        again = Trial(got["fault"], got["injected"], got["repaired"], got["rows"])
+        print(f"written: {plot(again, a.replot.with_suffix('.png'))}")
+        return
     why = netns_available()
     if why:
         sys.exit(f"bench.faults: {why}")
@@ -377,6 +404,14 @@ def main() -> None:
             "soak": soak,
             "soak_summary": soaked,
             "plot": str(png) if png else None,
+            "plotted": {  # the plotted trial's rows: `--replot` draws it again
+                "fault": shown.fault,
+                "injected": shown.injected,
+                "repaired": shown.repaired,
+                "rows": shown.rows,
+            }
+            if shown is not None
+            else None,
             "soak_plot": str(soak_png) if soak_png else None,
         },
     )
