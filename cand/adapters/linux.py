@@ -158,6 +158,7 @@ class LinuxDataplane:
         self.chains: set[ServiceId] = set()
         self.affinity_maps: set[str] = set()
         self.adopted: set[Identity] = set()
+        self.adopted_nat: dict[int, nft.NatRule] = {}  # slot -> the translation it had
         self.lingering: dict[int, float] = {}  # tunnel slot -> when its bound flows lose it
         self.started = clock()
         self.read_once = False
@@ -276,10 +277,10 @@ class LinuxDataplane:
                 routes[int(table)] = DeliveryRoute(ipaddress.IPv6Address(r["gateway"]), r["dev"])
         self.routes, self.dsid_routes, self.local_sids = routes, dsids, local
         self._read_map()
-        sids, chains, maps = await self._read_nft()
+        sids, chains, maps, nat = await self._read_nft()
         self.chains, self.affinity_maps = chains, maps
         if not self.read_once:
-            self._adopt(sids)
+            self._adopt(sids, nat)
         self.read_once = True
 
     def _read_map(self) -> None:
@@ -309,16 +310,22 @@ class LinuxDataplane:
         t = Tunnel(ServiceId.parse(str(dsid)), srv6_bpf.first_segment(header))
         return t if self._value(t) == value else None
 
-    async def _read_nft(self) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str]]:
+    async def _read_nft(
+        self,
+    ) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str], list[nft.NatRule]]:
         try:
             items = await k.nft_json("list", "table", "ip6", self.opts.nft_table)
         except k.KernelError:
-            return {}, set(), set()  # no table yet
+            return {}, set(), set(), []  # no table yet
         sids: dict[int, ipaddress.IPv6Address] = {}
         chains: set[ServiceId] = set()
         maps: set[str] = set()
+        nat: list[nft.NatRule] = []
         for item in items:
-            if "chain" in item and item["chain"]["name"].startswith("svc_"):
+            if "rule" in item and item["rule"].get("chain") == "servicenat":
+                if (r := nft.parse_nat_rule(item["rule"])) is not None:
+                    nat.append(r)
+            elif "chain" in item and item["chain"]["name"].startswith("svc_"):
                 with contextlib.suppress(ValueError):
                     chains.add(
                         ServiceId.parse(
@@ -332,11 +339,12 @@ class LinuxDataplane:
                         sids[int(mark)] = ipaddress.IPv6Address(sid)
                 elif name.startswith("aff_"):
                     maps.add(name)
-        return sids, chains, maps
+        return sids, chains, maps, nat
 
-    def _adopt(self, sids: dict[int, ipaddress.IPv6Address]) -> None:
+    def _adopt(self, sids: dict[int, ipaddress.IPv6Address], nat: list[nft.NatRule]) -> None:
         """The first read after start: every slot an earlier run left keeps its number, the
-        tunnel map's entries as well as the earlier layout's per-tunnel tables."""
+        tunnel map's entries as well as the earlier layout's per-tunnel tables, and a delivery
+        slot its ServiceNAT translation (kept while `adopt_hold` lasts)."""
         found: list[tuple[int, Identity]] = []
         for mark, t in self.tunnels.items():
             if t is not None:
@@ -349,6 +357,8 @@ class LinuxDataplane:
         for mark, ident in found:
             if self.slots.adopt(ident, mark):
                 self.adopted.add(ident)
+        delivered = {m for m, r in self.routes.items() if isinstance(r, DeliveryRoute)}
+        self.adopted_nat = {r.mark: r for r in nat if r.mark in delivered and r.mark in sids}
         if self.adopted:
             self.counters["adopted"] = len(self.adopted)
             log.info(
@@ -596,6 +606,21 @@ class LinuxDataplane:
             for d in self.local.values()
             if d.mode is InstanceMode.NAT and d.sid in sids
         ]
+        if holding:
+            # ... and translated: a new flow to an adopted NAT instance before the metric
+            # source has named it again would otherwise reach the server with the D-SID as
+            # its destination, and conntrack would keep that untranslated entry for the
+            # SYN's retries too (bench.faults: kill -9 of the egress's cand failed one new
+            # connection in about 220).
+            claimed = {d.sid for d in self.local.values()}
+            nat += [
+                r
+                for r in self.adopted_nat.values()
+                if r.mark in sids.values() and self.slots.by_mark.get(r.mark) in self.adopted
+                and self.slots.by_mark[r.mark][1] not in claimed
+            ]  # fmt: skip
+        else:
+            self.adopted_nat.clear()
         keep = self.chains - set(steered) if holding else set()
         services = {s: nft.chain_name(s) for s in set(steered) | keep}
         script = nft.base(table, self.marks, sids, services, nat, self.mss)

@@ -323,3 +323,26 @@ def test_options_name_the_bad_field(options: dict[str, int], field: str) -> None
         LinuxOptions(mark_bits=16, mark_base=0xCA010000), RouterId.parse("fc00:1::1")
     )
     assert ok.marks.mask == 0xFFFF0000 and ok.map_entries == 0xFFFF  # no more than slots
+
+
+def test_parse_nat_rule_reads_back_what_base_wrote() -> None:
+    """As `nft -j list table ip6 cand` (nft 1.0.6) shows the rule `base` writes for one NAT
+    instance; anything else in the chain is not a translation of cand's."""
+    rule = {
+        "family": "ip6", "table": "cand", "chain": "servicenat", "handle": 2,
+        "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 0xCA000002}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                       "right": "2001:db8:5::2"}},
+            {"dnat": {"addr": "2001:db8:3b::10"}},
+        ],
+    }  # fmt: skip
+    want = nft.NatRule(
+        0xCA000002, ipaddress.IPv6Address("2001:db8:5::2"), ipaddress.IPv6Address("2001:db8:3b::10")
+    )
+    assert nft.parse_nat_rule(rule) == want
+    text = nft.base("cand", nft.Marks(), {}, {}, [want], None)
+    rule_text = "meta mark 0xca000002 ip6 daddr 2001:db8:5::2 dnat to 2001:db8:3b::10"
+    assert f"add rule ip6 cand servicenat {rule_text}" in text
+    assert nft.parse_nat_rule({**rule, "expr": rule["expr"][:2]}) is None
+    assert nft.parse_nat_rule({"expr": [{"counter": {}}]}) is None

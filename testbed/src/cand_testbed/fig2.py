@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -34,8 +35,12 @@ INGRESSES = ("dr1", "dr2")
 
 
 class Fig2:
-    def __init__(self, speaker: str = "gobgp") -> None:
+    def __init__(self, speaker: str = "gobgp", name: str | None = None) -> None:
+        """`name` runs the lab under a name of its own (namespaces `clab-<name>-<node>`, run
+        directory `/run/cand/<name>`), so that it can run beside another copy of the lab."""
         self.lab = clab.load(LAB_DIR)
+        if name is not None:
+            self.lab = dataclasses.replace(self.lab, name=name)
         self.run = clab.run_dir(self.lab.name)
         self.speaker = speaker
         self.spawned: list[subprocess.Popen[bytes]] = []
