@@ -5,45 +5,23 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cand_testbed.mosquitto import running as broker_running
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def mosquitto() -> Iterator[int]:
     """A mosquitto of our own on a free loopback port; stopped by PID on the way out."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as d:
-        conf = Path(d) / "m.conf"
-        user = "user root\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}")
-        proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.02)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(5)
+    with broker_running(persistence=False) as broker:
+        yield broker.port
 
 
 def pct(values: Sequence[float], p: float) -> float:

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cand_testbed.routers import cand_toml, start_cand, wait_api
+
 from bench.common import save, table
 from cand.api import request
 from cand.lab.netns import Topology, netns_available
-from cand.lab.routers import cand_toml, start_cand, wait_api
 
 
 def rss_mb(pid: int) -> float:

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from cand.ports import StopMode
+from cand.reload import ReloadRefused
 from cand.view import DaemonView
 
 log = logging.getLogger("cand.api")
 
-COMMANDS = ("status", "routes", "services", "bindings", "rib", "stop", "restart")
+COMMANDS = ("status", "routes", "services", "bindings", "rib", "reload", "stop", "restart")
 MAX_REQUEST = 4096  # bytes in one request line; every request is a few dozen
 MAX_CLIENTS = 32  # connections served at once; more are told "busy" and closed
 REQUEST_TIMEOUT = 5.0  # seconds a client may take to send its line
@@ -64,6 +65,7 @@ class ApiServer:
             "services": self._services,
             "bindings": self._bindings,
             "rib": self._rib,
+            "reload": self.daemon.reload,
             "stop": self._stop,
             "restart": self._restart,
         }
@@ -96,7 +98,8 @@ class ApiServer:
             else:
                 answer = await self._read_and_answer(reader)
             writer.write(json.dumps(answer, default=str).encode() + b"\n")
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await writer.drain()
         except (ConnectionError, TimeoutError):
             self.counters["dropped"] += 1
         finally:
@@ -105,7 +108,8 @@ class ApiServer:
 
     async def _read_and_answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
         try:
-            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                line = await reader.readline()
         except TimeoutError:
             self.counters["timeout"] += 1
             return {"ok": False, "error": f"no request line within {REQUEST_TIMEOUT:g} s"}
@@ -123,6 +127,8 @@ class ApiServer:
         self.counters[cmd] += 1
         try:
             data = await self.handlers[cmd]()
+        except ReloadRefused as e:
+            return {"ok": False, "error": f"reload refused, the running configuration stays: {e}"}
         except Exception as e:  # a boundary: one failed answer must not end the API
             self.counters["failed"] += 1
             log.exception("event=api_failed cmd=%s", cmd)
@@ -155,15 +161,15 @@ class ApiServer:
 
 async def request(path: Path, cmd: str, timeout: float = 5.0) -> Any:
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=1 << 28), timeout
-        )
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 28)
     except (OSError, TimeoutError) as e:
         raise ApiError(f"cannot reach the daemon at {path}: {e} (is `cand run` running?)") from None
     try:
         writer.write(json.dumps({"cmd": cmd}).encode() + b"\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await reader.readline()
     except (OSError, TimeoutError) as e:
         raise ApiError(f"the daemon at {path} did not answer: {e!r}") from None
     finally:

@@ -31,6 +31,11 @@ how cand ends, as peers and flows see it:
       restart in place (same pid, new code): nothing is withdrawn; gobgpd keeps its sessions
       and the new cand adopts its paths and the kernel state; ExaBGP is ended without a
       NOTIFICATION, so peers keep its paths under graceful restart. No flow moves.
+  SIGHUP, `cand reload`
+      read the config file again and apply it in place: services added, removed or changed,
+      policies, damping, costs, limits and the log level; no flow moves. A file that does
+      not validate is refused and the running configuration stays. Changes to [router],
+      [mqtt], [bgp], [dataplane], [api] and [prometheus] are reported as needing `cand restart`.
   kill -9
       nothing is withdrawn; gobgpd (its own session) keeps running and is adopted by the next
       cand; ExaBGP loses its process and is ended by the next cand; peers keep the paths
@@ -54,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in (
         ("stop", "stop the daemon: withdraw every path first (like SIGTERM)"),
         ("restart", "restart the daemon in place: nothing withdrawn, no flow moved (SIGUSR1)"),
+        ("reload", "apply the config file again without a restart (SIGHUP)"),
     ):
         s = sub.add_parser(name, help=what)
         where = s.add_mutually_exclusive_group()
@@ -139,7 +145,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if cmd in SHOW:
         return _show(args)
-    if cmd in ("stop", "restart"):
+    if cmd in ("stop", "restart", "reload"):
         return _control(args)
     if cmd == "agent":
         return _agent(args)
@@ -176,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
     from cand.ports import StopMode
 
     async def _main() -> StopMode:
-        daemon = Daemon(cfg, build_adapters(cfg))
+        daemon = Daemon(cfg, build_adapters(cfg), config_path=args.config)
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
@@ -189,6 +195,7 @@ def _run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, StopMode.STOP)
         loop.add_signal_handler(signal.SIGUSR1, on_signal, StopMode.RESTART)
+        loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
         try:
             return await daemon.run()
         except asyncio.CancelledError:
@@ -211,6 +218,13 @@ def _control(args: argparse.Namespace) -> int:
         sock = configmod.load(args.config).api.socket if args.config else DEFAULT_SOCKET
 
     async def _main() -> None:
+        if args.command == "reload":
+            done = await request(sock, "reload")
+            changed = ", ".join(done["changed"]) or "nothing"
+            print(f"cand: reload: applied: {changed}")
+            if done["needs_restart"]:
+                print(f"cand: reload: needs `cand restart`: {', '.join(done['needs_restart'])}")
+            return
         before = await request(sock, "status")
         await request(sock, args.command)
         if args.command == "stop":
@@ -257,7 +271,7 @@ def _agent(args: argparse.Namespace) -> int:
     from cand import log
     from cand.agent import CgroupCollector, MetricAgent, ProcessCollector
     from cand.agent.collect import Collector
-    from cand.broker import BrokerSettings
+    from cand.mqtt_client import BrokerSettings
 
     log.configure("info")
     settings = BrokerSettings.from_url(args.broker)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cand.engine.cost import SmoothingParams
 from cand.engine.damping import DampingParams
 from cand.engine.engine import EngineConfig
 from cand.engine.policy import PolicyParams
@@ -157,11 +158,17 @@ class NeighborConfig(_Model):
         return _ip(v)
 
 
+GRACEFUL_SHUTDOWN_MAX = 60.0
+
+
 class BgpConfig(_Model):
     speaker: str = "gobgp"
     router_id: str | None = Field(default=None, description="BGP identifier (IPv4 dotted quad)")
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 179
     graceful_restart: Annotated[int, Field(ge=0, le=4095)] = 120
+    graceful_shutdown: Annotated[float, Field(ge=0, le=GRACEFUL_SHUTDOWN_MAX)] = 0.0
+    """On a stop, announce every path with GRACEFUL_SHUTDOWN (RFC 8326) this many seconds
+    before withdrawing it; 0: withdraw at once."""
     neighbors: tuple[NeighborConfig, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict)
     """Speaker-specific settings, passed to the speaker plugin as they are."""
@@ -202,14 +209,66 @@ class DampingConfig(_Model):
         return self
 
 
+CostSourceName = Literal["static", "igp"]
+
+
+class IgpCostConfig(_Model):
+    """`[network_cost.igp]`: the cost is the IGP's metric of the route to the egress."""
+
+    scale: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    """Milliseconds per unit of IGP metric."""
+    follow: Literal["locator", "router_id"] = "locator"
+    """The address whose route is followed: the egress's SRv6 locator (one of its instance
+    SIDs, what the tunnels are routed by), or its router id. Without a SID: the router id."""
+    metric: Literal["zebra", "kernel"] = "zebra"
+    """Where the metric is read: FRR's zebra (through vtysh; FRR installs every kernel route
+    with the same metric, 20) or the kernel route's own metric (other routing daemons)."""
+    protocols: tuple[Annotated[int, Field(ge=1, le=255)], ...] = (188, 187, 42)
+    """Kernel route protocols that count as the IGP (rtnetlink numbers: 188 ospf, 187 isis,
+    42 babel): an egress without such a route is unreachable."""
+    table: Annotated[int, Field(ge=1, le=4294967295)] = 254
+    """The kernel routing table looked in (254: main)."""
+    vtysh: str = "vtysh"
+    vty_socket: Path | None = None
+    """Directory of FRR's vty sockets (vtysh --vty_socket), when not the default."""
+    settle: Annotated[float, Field(ge=0, le=10)] = 0.05
+    """Seconds a burst of route changes is given to end before the routes are read: FRR
+    replaces a route by a delete and an add, and the moment between is not an outage."""
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds a vtysh call may take."""
+
+    @field_validator("protocols")
+    @classmethod
+    def _protocols(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("give at least one route protocol number")
+        return v
+
+
+class SmoothingConfig(_Model):
+    """`[network_cost.smoothing]`: how raw samples become the cost (cand.engine.cost)."""
+
+    method: Literal["ewma", "median", "none"] = "ewma"
+    tau: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    window: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    min_change: Annotated[float, Field(ge=0)] = 1.0
+    min_interval: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+
 class NetworkCostConfig(_Model):
     default: Annotated[float, Field(ge=0)] = 0.0
     static: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    source: CostSourceName = "static"
+    """Where the cost to an egress comes from, unless `sources` or `static` names it."""
+    sources: dict[str, CostSourceName] = Field(default_factory=dict)
+    """Per egress address: its source, overriding `source`."""
+    igp: IgpCostConfig = IgpCostConfig()
+    smoothing: SmoothingConfig = SmoothingConfig()
 
-    @field_validator("static")
+    @field_validator("static", "sources")
     @classmethod
-    def _keys(cls, v: dict[str, float]) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         spelled: dict[str, str] = {}
         for k, c in v.items():
             addr = _ip(k)
@@ -217,6 +276,25 @@ class NetworkCostConfig(_Model):
                 raise ValueError(f"{k!r} and {spelled[addr]!r} are the same router {addr}")
             out[addr], spelled[addr] = c, k
         return out
+
+    @model_validator(mode="after")
+    def _static_named(self) -> NetworkCostConfig:
+        for egress, source in self.sources.items():
+            if source == "static" and egress not in self.static:
+                raise ValueError(
+                    f"sources: {egress} is given the static source but has no entry in"
+                    " network_cost.static"
+                )
+        return self
+
+    def source_for(self) -> dict[str, str]:
+        """Per named egress, its source: `sources`, else `static` for one with a static cost."""
+        named = {e: "static" for e in self.static}
+        named.update(self.sources)
+        return named
+
+    def uses(self, source: str) -> bool:
+        return self.source == source or source in self.source_for().values()
 
 
 class DataplaneConfig(_Model):
@@ -361,6 +439,11 @@ class Config(_Model):
             ),
             damping=DampingParams(**dm.model_dump()),
             default_cost=self.network_cost.default,
+            cost_source=self.network_cost.source,
+            cost_sources={
+                RouterId.parse(e): src for e, src in self.network_cost.source_for().items()
+            },
+            cost_smoothing=SmoothingParams(**self.network_cost.smoothing.model_dump()),
             limits=RibLimits(
                 per_service=self.limits.max_instances_per_service,
                 per_egress=self.limits.max_instances_per_egress,
@@ -400,8 +483,11 @@ def parse(data: Mapping[str, Any], source: str = "<config>") -> Config:
             path, reason = _path(err["loc"]), _reason(err)
             # cross-field checks carry the field in their message: "x.y: reason"
             head, sep, tail = reason.partition(": ")
-            if path == "(top level)" and sep and " " not in head:
-                path, reason = head, tail
+            if sep and " " not in head:
+                if path == "(top level)" or head.startswith(path + "."):
+                    path, reason = head, tail
+                elif head.isidentifier() and head.islower():
+                    path, reason = f"{path}.{head}", tail  # a table's check names its option
             problems.append((path, reason))
         raise ConfigError(source, problems) from None
 

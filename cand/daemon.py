@@ -9,13 +9,16 @@ effects coalesced: a burst of 120k route events programs each service once, not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cand import __version__, plugins
+from cand import config as configmod
 from cand.config import Config
 from cand.engine import (
     Advertise,
@@ -23,12 +26,14 @@ from cand.engine import (
     Effect,
     Engine,
     Event,
+    Reconfigured,
     Tick,
     Withdraw,
 )
 from cand.lane import Lane, coalesce
 from cand.model import RouterId
-from cand.ports import AdapterError, Dataplane, MetricSource, Speaker, StopMode
+from cand.ports import AdapterError, CostSource, Dataplane, MetricSource, Speaker, StopMode
+from cand.reload import ReloadRefused, plan_reload
 
 log = logging.getLogger("cand.daemon")
 
@@ -38,6 +43,7 @@ MAX_BATCH = 5000
 @dataclass
 class Adapters:
     sources: list[MetricSource] = field(default_factory=list)
+    costs: list[CostSource] = field(default_factory=list)
     speaker: Speaker | None = None
     dataplane: Dataplane | None = None
 
@@ -48,8 +54,10 @@ class Daemon:
         config: Config,
         adapters: Adapters,
         clock: Callable[[], float] = time.monotonic,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
         self.adapters = adapters
         self.clock = clock
         self.engine = Engine(
@@ -59,7 +67,14 @@ class Daemon:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.started = time.time()
         self.ready = asyncio.Event()
-        self.counters = {"effects": 0, "batches": 0, "adapter_errors": 0, "adapter_bugs": 0}
+        self.counters = {
+            "effects": 0,
+            "batches": 0,
+            "adapter_errors": 0,
+            "adapter_bugs": 0,
+            "reloads": 0,
+            "reloads_refused": 0,
+        }
         self.listeners: list[Callable[[Sequence[Event], Sequence[Effect]], None]] = []
         self.lanes: dict[str, Lane] = {}
         if adapters.dataplane is not None:
@@ -68,6 +83,9 @@ class Daemon:
             self.lanes["speaker"] = Lane("speaker", _speaker_apply(adapters.speaker), self)
         self.stop_mode: StopMode | None = None
         self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watched: dict[str, dict[RouterId, Any]] = {}
 
     async def emit(self, event: Event) -> None:
         await self.queue.put(event)
@@ -79,12 +97,61 @@ class Daemon:
             log.info("event=stop_requested mode=%s", mode.value)
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload soon, inside the daemon's TaskGroup (several signals, one reload)."""
+        self._reload.set()
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            with contextlib.suppress(ReloadRefused):  # logged and counted; the old one stays
+                await self.reload()
+
+    async def reload(self) -> dict[str, Any]:
+        """`cand reload`, SIGHUP: read the config file again and apply what changed in place.
+
+        A file that does not validate (or asks the engine for what only a restart can change)
+        is refused with the reason and the running configuration stays in force."""
+        from cand import wiring  # wiring builds Adapters from here: imported late
+
+        if self.config_path is None:
+            raise ReloadRefused("the daemon was not started from a config file")
+        try:
+            new = configmod.load(self.config_path)
+            wiring.check(new, str(self.config_path))
+        except configmod.ConfigError as e:
+            self.counters["reloads_refused"] += 1
+            log.warning("event=reload_refused why=%r", str(e))
+            raise ReloadRefused(str(e)) from None
+        plan = plan_reload(self.config, new)
+        problems = self.engine.reload_problems(plan.engine)
+        if problems:
+            self.counters["reloads_refused"] += 1
+            raise ReloadRefused("; ".join(problems))
+        self.config = plan.effective
+        await self.queue.put(Reconfigured(plan.engine))
+        for egress, cost in plan.costs:
+            await self.queue.put(CostChanged(egress, cost))
+        for source in self.adapters.sources:
+            await source.set_services(plan.services)
+        if "log" in plan.changed:
+            logging.getLogger().setLevel(plan.effective.log.level.upper())
+        self.counters["reloads"] += 1
+        log.info(
+            "event=reloaded changed=%s needs_restart=%s",
+            ",".join(plan.changed) or "-",
+            ",".join(plan.needs_restart) or "-",
+        )
+        return plan.summary()
+
     async def run(self) -> StopMode:
         """Run until `request_stop`, then stop in order: the metric sources first (nothing new
         comes in), then the engine, then the speaker while its session still runs (so a STOP's
         withdrawals reach the peers), and only then everything else. Returns how it stopped."""
         from cand.api import ApiServer
 
+        self._loop = asyncio.get_running_loop()
         api = ApiServer(self, self.config.api.socket)
         speaker = self.adapters.speaker
         stopped = False
@@ -94,8 +161,13 @@ class Daemon:
                     tg.create_task(s.run(self.emit), name=f"metric-source-{i}")
                     for i, s in enumerate(self.adapters.sources)
                 ]
+                sources += [
+                    tg.create_task(c.run(self.emit), name=f"cost-source-{c.name}")
+                    for c in self.adapters.costs
+                ]
                 engine = tg.create_task(self._consume(), name="engine")
                 tg.create_task(api.serve(), name="api")
+                tg.create_task(self._reloads(), name="reloads")
                 if self.config.prometheus.listen:
                     from cand.metrics import serve as serve_metrics
 
@@ -113,7 +185,10 @@ class Daemon:
                 if "speaker" in self.lanes and mode is StopMode.STOP:
                     await _bounded(self.lanes["speaker"].idle(), 5.0, "speaker_queue")
                 if speaker is not None:
-                    await _bounded(speaker.stop(mode), STOP_TIMEOUT, "speaker_stop")
+                    # a graceful shutdown's wait comes on top of the withdrawals' own time
+                    gshut = self.config.bgp.graceful_shutdown if self.config.bgp else 0.0
+                    limit = STOP_TIMEOUT + (gshut if mode is StopMode.STOP else 0.0)
+                    await _bounded(speaker.stop(mode), limit, "speaker_stop")
                 stopped = True
                 raise _Stopped
         except* _Stopped:
@@ -137,11 +212,14 @@ class Daemon:
             deadline = self.engine.next_deadline()
             now = self.clock()
             timeout = None if deadline is None else max(0.0, deadline - now)
-            try:
-                first = await asyncio.wait_for(self.queue.get(), timeout)
-                batch = [first]
-            except TimeoutError:
-                batch = [Tick()]
+            if not self.queue.empty():  # under load: no timer, no task, no wake-up
+                batch = [self.queue.get_nowait()]
+            else:
+                try:
+                    async with asyncio.timeout(timeout):  # cheaper than wait_for: no new task
+                        batch = [await self.queue.get()]
+                except TimeoutError:
+                    batch = [Tick()]
             while len(batch) < MAX_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             now = self.clock()
@@ -163,8 +241,18 @@ class Daemon:
             self.lanes["dataplane"].put(packet)
         if routing and "speaker" in self.lanes:
             self.lanes["speaker"].put(routing)
+        self._watch()
         for listener in self.listeners:
             listener(batch, effects)
+
+    def _watch(self) -> None:
+        """Tell each cost source which egresses to measure, when that changed: those learned
+        from BGP that the config gives to it (O(egresses) per batch, not O(paths))."""
+        for source in self.adapters.costs:
+            targets = self.engine.cost_targets(source.name)
+            if targets != self._watched.get(source.name):
+                self._watched[source.name] = targets
+                source.watch(targets)
 
     def adapter_failed(self, lane: str, error: BaseException, bug: bool) -> None:
         """An adapter failed one operation: counted and logged; the lane goes on."""
@@ -182,6 +270,8 @@ class Daemon:
             "router": self.config.router.id,
             "roles": list(self.config.router.roles),
             "uptime": round(time.time() - self.started, 1),
+            # flat over a soak, or something leaks (the exporter asks from its own thread)
+            "tasks": len(asyncio.all_tasks(self._loop)) if self._loop is not None else 0,
             "services": len(self.engine.table),
             "local_instances": len(self.engine.rib.local),
             "remote_paths": len(self.engine.rib.remote),
@@ -191,6 +281,7 @@ class Daemon:
             "queue": self.queue.qsize(),
             "lanes": {n: lane.status() for n, lane in self.lanes.items()},
             "metric_sources": [s.status() for s in a.sources],
+            "cost_sources": [c.status() for c in a.costs],
             "speaker": a.speaker.status() if a.speaker is not None else None,
             "dataplane": a.dataplane.status() if a.dataplane is not None else None,
         }
@@ -201,7 +292,16 @@ class Daemon:
         return self.engine.rib.to_json()
 
     def services_json(self) -> list[dict[str, Any]]:
-        return [e.to_json() for _, e in sorted(self.engine.table.items())]
+        costs = {row["egress"]: row for row in self.cost_json()}
+        out = []
+        for _, entry in sorted(self.engine.table.items()):
+            data = entry.to_json()
+            for inst in data["instances"]:
+                row = costs.get(inst["egress"])
+                inst["cost_source"] = "local" if inst["local"] else (row or {}).get("source")
+                inst["cost_age"] = None if row is None else row.get("age")
+            out.append(data)
+        return out
 
     def routes_json(self) -> dict[str, Any]:
         sp = self.adapters.speaker
@@ -211,7 +311,12 @@ class Daemon:
             "received": rib["remote"],
             "local": rib["local"],
             "speaker": sp.routes() if sp is not None else None,
+            "egresses": self.cost_json(),
         }
+
+    def cost_json(self) -> list[dict[str, Any]]:
+        """Per egress: its network cost, source, age and last raw samples."""
+        return self.engine.cost_table(self.clock())
 
     async def bindings_json(self) -> list[dict[str, Any]]:
         dp = self.adapters.dataplane
@@ -251,7 +356,8 @@ async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
 async def _bounded(coro: Any, timeout: float, what: str) -> None:
     """A stop step that may not hang the stop: it gets `timeout` seconds."""
     try:
-        await asyncio.wait_for(asyncio.shield(coro), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(coro)
     except TimeoutError:
         log.warning("event=stop_incomplete step=%s timeout=%gs", what, timeout)
     except AdapterError as e:

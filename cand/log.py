@@ -33,3 +33,5 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # pyroute2 logs every netlink message at debug: cand's own debug must stay readable
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, root.level))

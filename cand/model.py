@@ -80,6 +80,16 @@ class _Address:
     def __hash__(self) -> int:
         return self._hash
 
+    def __eq__(self, other: object) -> bool:
+        # every dict lookup of an instance key ends here; the cached hash settles a mismatch
+        # without touching ipaddress (whose __eq__ is the costliest step of a report)
+        if self is other:
+            return True
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Address)
+        return self._hash == other._hash and self.address == other.address
+
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, _Address):
             return NotImplemented
@@ -305,6 +315,9 @@ class InstanceRoute:
     metrics: Metrics
     state: InstanceState = InstanceState.UP
     seq: int = 0
+    graceful_shutdown: bool = False
+    """The egress is stopping and announced the path with GRACEFUL_SHUTDOWN (RFC 8326): least
+    preferred, no new flows while another instance can take them; existing flows stay."""
 
     def __post_init__(self) -> None:
         if self.key.service.version != self.key.binding.version:
@@ -324,7 +337,7 @@ class InstanceRoute:
         return self.key.binding
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "service": str(self.service),
             "binding": str(self.binding),
             "egress": str(self.egress),
@@ -334,6 +347,9 @@ class InstanceRoute:
             "l2": self.metrics.l2,
             "metrics": self.metrics.to_json(),
         }
+        if self.graceful_shutdown:
+            out["graceful_shutdown"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True, order=True)

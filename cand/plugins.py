@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 T = TypeVar("T")
 
-GROUPS = ("cand.speakers", "cand.dataplanes", "cand.policies", "cand.metric_sources")
+GROUPS = (
+    "cand.speakers",
+    "cand.dataplanes",
+    "cand.policies",
+    "cand.metric_sources",
+    "cand.cost_sources",
+)
 
 
 class PluginNotFound(LookupError):

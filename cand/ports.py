@@ -8,12 +8,13 @@ engine. A new speaker or data plane is one new module that satisfies one of thes
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cand.engine.effects import Effect
 from cand.engine.events import Event
-from cand.model import Binding, InstanceKey, InstanceRoute
+from cand.model import Binding, InstanceKey, InstanceRoute, RouterId, ServiceId
 
 if TYPE_CHECKING:
     from cand.config import Config
@@ -43,6 +44,28 @@ class MetricSource(Protocol):
     """Turns D-MA reports into `InstanceReported` events (MQTT in cand)."""
 
     async def run(self, emit: Emit) -> None: ...
+
+    async def set_services(self, services: frozenset[ServiceId]) -> None:
+        """`cand reload`: accept reports for exactly these D-SIDs from now on."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class CostSource(Protocol):
+    """Measures the network towards egresses: `CostSampled` events, raw values in ms (the
+    IGP metric, probes). The engine smooths them; the source only measures."""
+
+    name: str
+    """The source's name in `[network_cost]` (`igp`): the engine takes an egress's samples
+    only from the source the config gives it."""
+
+    async def run(self, emit: Emit) -> None: ...
+
+    def watch(self, egresses: Mapping[RouterId, ipaddress.IPv6Address | None]) -> None:
+        """The egresses to measure from now on (learned from BGP, with one SRv6 SID each when
+        known); the daemon calls it whenever that set changes."""
+        ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -82,6 +105,10 @@ class Dataplane(Protocol):
 
 class MetricSourcePlugin(Protocol):
     def from_config(self, config: Config, /) -> MetricSource: ...
+
+
+class CostSourcePlugin(Protocol):
+    def from_config(self, config: Config, /) -> CostSource: ...
 
 
 class SpeakerPlugin(Protocol):

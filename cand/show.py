@@ -29,13 +29,16 @@ def services(data: list[dict[str, Any]]) -> str:
                 i["sid"],
                 i["state"],
                 i["l2"],
-                i["network_cost"],
+                i["network_cost"] if i.get("reachable", True) else "unreachable",
+                i.get("cost_source"),
+                i.get("cost_age"),
                 i["weight"],
             )
             for i in svc["instances"]
         ]
+        headers = ("D-BID", "egress", "SRv6 SID", "state", "L2", "net cost", "source", "age s")
         body = (
-            table(("D-BID", "egress", "SRv6 SID", "state", "L2", "net cost", "weight"), rows)
+            table((*headers, "weight"), rows)
             if rows
             else "  (no instance: new flows get the default action)"
         )
@@ -67,7 +70,23 @@ def routes(data: dict[str, Any]) -> str:
     ]
     if data.get("advertised"):
         parts.insert(1, "Advertised:\n" + table((*headers, "-"), rows(data["advertised"], "-")))
+    if data.get("egresses"):
+        parts.append("Egress network cost:\n" + egresses(data["egresses"]))
     return "\n\n".join(parts)
+
+
+def egresses(data: list[dict[str, Any]]) -> str:
+    rows = [
+        (
+            e["egress"],
+            e["cost"] if e["reachable"] else "unreachable",
+            e["source"],
+            e["age"],
+            " ".join("-" if s["value"] is None else f"{s['value']:g}" for s in e["samples"]),
+        )
+        for e in data
+    ]
+    return table(("egress", "cost", "source", "age s", "last samples (newest first)"), rows)
 
 
 def bindings(data: list[dict[str, Any]]) -> str:

@@ -1,5 +1,5 @@
 """What the local API and the Prometheus exporter may see of a running daemon, and all they
-may ask of it: a read-only view plus the two stop requests. They depend on this, not on
+may ask of it: a read-only view plus the two stop requests and a reload. They depend on this, not on
 `Daemon`, so neither can reach into the engine or an adapter (and nothing imports back)."""
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class DaemonView(Protocol):
 
     def eligible(self) -> dict[str, int]:
         """Per D-SID, how many instances may take new flows."""
+        ...
+
+    async def reload(self) -> dict[str, Any]:
+        """Apply the config file again; raises `cand.reload.ReloadRefused` with the reason."""
         ...
 
     def request_stop(self, mode: StopMode) -> None:

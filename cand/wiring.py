@@ -7,16 +7,18 @@ from typing import TYPE_CHECKING, Any
 from cand import plugins
 from cand.config import Config, ConfigError
 from cand.daemon import Adapters
-from cand.ports import DataplanePlugin, MetricSourcePlugin, SpeakerPlugin
+from cand.ports import CostSourcePlugin, DataplanePlugin, MetricSourcePlugin, SpeakerPlugin
 
 if TYPE_CHECKING:  # the bundled plugins satisfy their ports, from_config included (mypy)
     from cand.adapters.exabgp import ExabgpSpeaker
+    from cand.adapters.igp import IgpCostSource
     from cand.adapters.linux import LinuxDataplane
     from cand.adapters.mqtt import MqttMetricSource
 
     _source: MetricSourcePlugin = MqttMetricSource
     _speaker: SpeakerPlugin = ExabgpSpeaker
     _dataplane: DataplanePlugin = LinuxDataplane
+    _cost: CostSourcePlugin = IgpCostSource
 
 
 def build_adapters(cfg: Config) -> Adapters:
@@ -24,6 +26,11 @@ def build_adapters(cfg: Config) -> Adapters:
     if cfg.mqtt is not None and cfg.egress:
         source: MetricSourcePlugin = plugins.load("cand.metric_sources", "mqtt")
         a.sources.append(source.from_config(cfg))
+    if cfg.ingress:
+        for name in COST_SOURCES:
+            if cfg.network_cost.uses(name):
+                cost: CostSourcePlugin = plugins.load("cand.cost_sources", name)
+                a.costs.append(cost.from_config(cfg))
     if cfg.bgp is not None and cfg.bgp.speaker != "none":
         speaker: SpeakerPlugin = plugins.load("cand.speakers", cfg.bgp.speaker)
         a.speaker = speaker.from_config(cfg)
@@ -33,7 +40,14 @@ def build_adapters(cfg: Config) -> Adapters:
     return a
 
 
-_PLUGIN_FIELD = {"cand.speakers": "bgp.speaker", "cand.dataplanes": "dataplane.kind"}
+COST_SOURCES = ("igp",)
+"""The `[network_cost]` sources that are adapters (`static` is the config itself)."""
+
+_PLUGIN_FIELD = {
+    "cand.speakers": "bgp.speaker",
+    "cand.dataplanes": "dataplane.kind",
+    "cand.cost_sources": "network_cost.source",
+}
 
 
 def check(cfg: Config, source: str = "<config>") -> None:
@@ -69,6 +83,7 @@ def plan(cfg: Config) -> dict[str, Any]:
         "router": cfg.router.id,
         "roles": list(cfg.router.roles),
         "metric_source": "mqtt" if cfg.mqtt is not None and cfg.egress else None,
+        "cost_sources": [n for n in COST_SOURCES if cfg.ingress and cfg.network_cost.uses(n)],
         "speaker": cfg.bgp.speaker if cfg.bgp is not None else None,
         "dataplane": cfg.dataplane.kind if cfg.dataplane is not None else None,
         "installed_plugins": {g: sorted(plugins.available(g)) for g in plugins.GROUPS},

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cand_testbed.mosquitto import Mosquitto, free_port, stop_process
 
 # An unexpected exception inside an adapter lane is re-raised, so a bug fails the test instead of
 # being counted and logged as it is in production.
@@ -36,87 +35,13 @@ def need(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
+    if proc.poll() is None and sig != signal.SIGTERM:
         proc.send_signal(sig)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_process(proc)
 
 
-@dataclass
-class Broker:
-    """A mosquitto of our own on a free loopback port."""
-
-    dir: Path
-    port: int
-    users: dict[str, str] = field(default_factory=dict)
-    acl: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def url_for(self, user: str) -> str:
-        return f"mqtt://{user}:{self.users[user]}@127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.dir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            # as root mosquitto would switch to its own user, who cannot read pytest's tmp dir
-            "user root" if os.geteuid() == 0 else "",
-            "persistence true",
-            f"persistence_location {self.dir}/",
-            "log_dest file " + str(self.dir / "mosquitto.log"),
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-        ]
-        if self.users:
-            pw = self.dir / "passwd"
-            pw.write_text("")
-            for user, password in self.users.items():
-                subprocess.run(
-                    ["mosquitto_passwd", "-b", str(pw), user, password],
-                    check=True,
-                    capture_output=True,
-                )
-            lines += ["allow_anonymous false", f"password_file {pw}"]
-            if self.acl:
-                (self.dir / "acl").write_text("\n".join(self.acl) + "\n")
-                lines.append(f"acl_file {self.dir / 'acl'}")
-        else:
-            lines.append("allow_anonymous true")
-        conf.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
+Broker = Mosquitto  # the tests' name for it
 
 
 @pytest.fixture

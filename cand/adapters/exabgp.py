@@ -7,10 +7,17 @@ value]` made by `cand.wire.bgp`, byte for byte what the GoBGP speaker sends. Rec
 are read from the raw message bytes ExaBGP reports (`receive { packets; update; }`): its parsed
 JSON for a route with a Prefix-SID SRv6 TLV is not valid JSON, and one codec is better anyway.
 
-If ExaBGP dies it is started again and every path cand wants is announced again. Stopping:
-STOP withdraws every path, waits until ExaBGP has acknowledged the withdrawals and had a
-moment to send them, then ends it with SIGTERM (it sends a Cease); RESTART ends it with
-SIGKILL, so no NOTIFICATION goes out and the peers keep its paths under graceful restart
+The paths cand wants are kept in an `AdjRibOut`, beside what the running ExaBGP has been
+told. ExaBGP cannot list what it announces, so the gap is closed on every connection of its
+process: a new ExaBGP (it died and was started again) holds nothing and gets every wanted
+path; an ExaBGP whose process relay alone reconnected gets what changed meanwhile, withdrawals
+included.
+
+Stopping: STOP (after announcing every path again with GRACEFUL_SHUTDOWN and waiting
+`bgp.graceful_shutdown` seconds, when that is > 0) withdraws every path, waits until ExaBGP
+has acknowledged the withdrawals and had a moment to send them, then ends it with SIGTERM (it
+sends a Cease); RESTART ends it with SIGKILL, so no NOTIFICATION goes out and the peers keep
+its paths under graceful restart
 until the next cand announces them again. The work directory is cand's: a temporary one is
 removed, in a configured one the files cand wrote are.
 """
@@ -33,13 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from cand.adapters.speaker_setup import SpeakerSetup
-from cand.broker import Backoff
+from cand.backoff import Backoff
 from cand.config import Config
 from cand.engine.events import PeerDown, PeerSynced
 from cand.model import InstanceKey, InstanceRoute, RouterId
 from cand.plugins import parse_options
 from cand.ports import Emit, StopMode
 from cand.speaker.adj_rib_in import AdjRibIn
+from cand.speaker.adj_rib_out import AdjRibOut
 from cand.speaker.child import Child, ChildError
 from cand.supervise import input_bug
 from cand.wire import bgp, bgp_update
@@ -96,7 +104,9 @@ class ExabgpSpeaker:
         self.asn = setup.asn
         self.egress = setup.router
         self.locator_len = setup.locator_len
-        self.desired: dict[InstanceKey, InstanceRoute] = {}
+        self.out = AdjRibOut()  # the paths cand wants announced
+        self.held: dict[InstanceKey, InstanceRoute] = {}  # what the running ExaBGP was told
+        self._held_by: int | None = None  # the pid of the ExaBGP `held` is about
         self.received: dict[str, AdjRibIn] = {}
         self.up: set[str] = set()
         self.rejected: dict[str, int] = {}  # malformed received paths, by reason
@@ -106,6 +116,8 @@ class ExabgpSpeaker:
             "learned": 0,
             "malformed": 0,
             "restarts": 0,
+            "reannounced": 0,
+            "graceful_shutdown": 0,
             "command_errors": 0,
         }
         self._writer: asyncio.StreamWriter | None = None
@@ -250,9 +262,22 @@ class ExabgpSpeaker:
         if mode is StopMode.RESTART:
             await self.child.kill()
             return
+        wait = self.bgp.graceful_shutdown
+        if self._writer is not None and wait > 0 and len(self.out):
+            # RFC 8326: every path once more, least preferred, then the withdrawals
+            for route in self.out.graceful_shutdown().values():
+                self._send(command(route, self.asn, self.locator_len))
+                self.counters["graceful_shutdown"] += 1
+            log.info("event=bgp_graceful_shutdown paths=%d wait=%gs", len(self.out), wait)
+            start = time.monotonic()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+            await self._acknowledged(timeout=min(wait, 3.0))
+            await asyncio.sleep(max(0.0, wait - (time.monotonic() - start)))
         if self._writer is not None:
-            for key in list(self.desired):
+            for key in dict.fromkeys([*self.held, *self.out]):
                 self._send(withdraw_command(key, self.egress))
+            self.held = {}
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()
             await self._acknowledged(timeout=3.0)
@@ -268,22 +293,39 @@ class ExabgpSpeaker:
                 log.warning("event=exabgp_ack_missing sent=%d acked=%d", self._sent, self._acked)
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._answered.wait()
 
     # --- the bridge connection -------------------------------------------------------------
 
     async def _bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """ExaBGP (re)started and its process connected: send everything we want announced."""
+        """ExaBGP (re)started, or its process relay reconnected: close the gap between what
+        it announces and what cand wants (everything, after a restart)."""
         self._writer = writer
         self._sent = self._acked = 0
-        log.info("event=exabgp_connected paths=%d", len(self.desired))
-        for route in self.desired.values():
+        pid = self.child.pid if self.child is not None else None
+        if pid != self._held_by:
+            self.held, self._held_by = {}, pid  # a new ExaBGP announces nothing yet
+        diff = self.out.diff(self.held)
+        log.info(
+            "event=exabgp_connected paths=%d announce=%d withdraw=%d",
+            len(self.out),
+            len(diff.announce),
+            len(diff.withdraw),
+        )
+        for key in diff.withdraw:
+            self._send(withdraw_command(key, self.egress))
+            del self.held[key]
+        for key, route in diff.announce:
             self._send(command(route, self.asn, self.locator_len))
+            self.held[key] = route
+        self.counters["reannounced"] += len(diff.announce)
         try:
             while True:
                 wait = self._eor_after - time.monotonic() if self._eor_due else None
                 try:
-                    line = await asyncio.wait_for(reader.readline(), wait)
+                    async with asyncio.timeout(wait):
+                        line = await reader.readline()
                 except TimeoutError:
                     await self._end_of_rib()
                     continue
@@ -312,17 +354,22 @@ class ExabgpSpeaker:
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()
 
-    def _send(self, line: str) -> None:
+    def _send(self, line: str) -> bool:
+        """Write one command to ExaBGP; False when it is not connected (the next connection
+        sends what is missing)."""
         if "\n" in line or "\r" in line:
             raise ValueError("exabgp: a command may not contain a line break")
-        if self._writer is not None:
-            self._writer.write(line.encode() + b"\n")
-            self._sent += 1
+        if self._writer is None:
+            return False
+        self._writer.write(line.encode() + b"\n")
+        self._sent += 1
+        return True
 
     async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
         for r in routes:
-            self.desired[r.key] = r
-            self._send(command(r, self.asn, self.locator_len))
+            self.out.set(r)
+            if self._send(command(r, self.asn, self.locator_len)):
+                self.held[r.key] = r
             self.counters["advertised"] += 1
         if self._writer is not None:
             with contextlib.suppress(ConnectionError):
@@ -330,8 +377,9 @@ class ExabgpSpeaker:
 
     async def withdraw(self, keys: Sequence[InstanceKey]) -> None:
         for k in keys:
-            if self.desired.pop(k, None) is not None:
-                self._send(withdraw_command(k, self.egress))
+            if self.out.remove(k) is not None or k in self.held:
+                if self._send(withdraw_command(k, self.egress)):
+                    self.held.pop(k, None)
                 self.counters["withdrawn"] += 1
         if self._writer is not None:
             with contextlib.suppress(ConnectionError):
@@ -418,12 +466,13 @@ class ExabgpSpeaker:
             "connected": self._writer is not None,
             "peers_up": len(self.up),
             "peers": len(self.bgp.neighbors),
+            "rib_out": len(self.out),
             **self.counters,
             "rejected": dict(self.rejected),
         }
 
     def routes(self) -> dict[str, Any]:
-        return {"advertised": [r.to_json() for r in self.desired.values()]}
+        return {"advertised": [r.to_json() for r in self.out.routes().values()]}
 
 
 def _event_parts(ev: Any) -> tuple[str, str, dict[str, Any]]:

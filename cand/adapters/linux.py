@@ -81,6 +81,7 @@ class LinuxOptions:
     mss_clamp: bool = True
     bpffs: str = "/run/cand/bpf"
     adopt_hold: float = 60.0
+    linger: float = 300.0
 
 
 class LinuxDataplane:
@@ -99,6 +100,8 @@ class LinuxDataplane:
             raise ValueError("dataplane.options.reconcile_interval: between 0 and 86400 seconds")
         if not 0 <= options.adopt_hold <= 86400:
             raise ValueError("dataplane.options.adopt_hold: between 0 and 86400 seconds")
+        if not 0 <= options.linger <= 86400:
+            raise ValueError("dataplane.options.linger: between 0 and 86400 seconds")
         if options.tunnel_mtu < 1280 + SRH_OVERHEAD:
             raise ValueError(f"dataplane.options.tunnel_mtu: at least {1280 + SRH_OVERHEAD}")
         source = options.encap_source or str(router)
@@ -126,6 +129,7 @@ class LinuxDataplane:
         self.chains: set[ServiceId] = set()
         self.affinity_maps: set[str] = set()
         self.adopted: set[Identity] = set()
+        self.lingering: dict[int, float] = {}  # tunnel slot -> when its bound flows lose it
         self.started = clock()
         self.read_once = False
         self.lock = asyncio.Lock()
@@ -194,6 +198,7 @@ class LinuxDataplane:
             "sids": len(self.local),
             "services": len(self.entries),
             "slots": len(self.slots.by_mark),
+            "lingering": len(self.lingering),
             **self.counters,
         }
 
@@ -295,12 +300,39 @@ class LinuxDataplane:
                     mark = self.slots.assign(t)
                     want[mark] = t
                 rows.append((mark, c.weight, c.state is not InstanceState.DOWN))
+        self._linger(want)
         routes = await self._routes_for(want, full)
         await self._install(routes)
         await self._write_nft(steered, routes, changed, full, holding)
         if not holding:
             self.adopted.clear()
         await self._remove(set(want), holding)
+
+    def _linger(self, want: dict[int, Tunnel | Delivery]) -> None:
+        """A tunnel whose instance left its service's entry (withdrawn, a peer or reflector
+        lost, a table briefly empty) keeps its route and rule, for no new flow, for the
+        service's affinity timeout (at most `linger`): the flows already bound to it keep
+        going. A service removed altogether takes its tunnels with it at once. Without this a
+        reflector restart broke every established connection of the lab (bench.faults)."""
+        now = self.clock()
+        for mark in [m for m in self.lingering if m in want]:
+            del self.lingering[mark]  # wanted again
+        for mark, ident in list(self.slots.by_mark.items()):
+            if ident[0] != "tunnel" or mark in want or mark not in self.routes:
+                continue
+            service, sid = ident[1], ident[2]
+            if not isinstance(service, ServiceId) or not isinstance(sid, ipaddress.IPv6Address):
+                continue
+            entry = self.entries.get(service)
+            if entry is None:  # the service itself is gone: nothing of it stays
+                self.lingering.pop(mark, None)
+                continue
+            hold = min(entry.spec.affinity_timeout, self.opts.linger)
+            until = self.lingering.setdefault(mark, now + hold)
+            if until > now:
+                want[mark] = Tunnel(service, sid)
+            else:
+                del self.lingering[mark]  # its flows had their time: removed below
 
     async def _routes_for(self, want: dict[int, Tunnel | Delivery], full: bool) -> dict[int, Route]:
         """The route each wanted slot needs; slots whose destination has no route are left out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections import Counter
@@ -25,10 +26,11 @@ from typing import Any
 
 import aiomqtt
 
-from cand.broker import Backoff, BrokerSettings, make_client, read_secret
+from cand.backoff import Backoff
 from cand.config import Config, MqttConfig
 from cand.engine.events import InstanceReported, MetricsReachable
-from cand.model import RouterId, ServiceId
+from cand.model import InstanceKey, RouterId, ServiceId
+from cand.mqtt_client import BrokerSettings, make_client, read_secret
 from cand.ports import Emit
 from cand.supervise import input_bug
 from cand.wire import mqtt as wire
@@ -36,6 +38,7 @@ from cand.wire import mqtt as wire
 log = logging.getLogger("cand.mqtt")
 
 LOG_EVERY = 30.0
+KEY_CACHE = 16384  # topics remembered parsed (valid ones only)
 RESYNC_QUIET = 1.0  # seconds between checks for lost reports
 
 
@@ -52,10 +55,12 @@ class MqttMetricSource:
         self.services = frozenset(services)
         self.clock = clock
         self.wall_clock = wall_clock
-        # addresses that are never an instance here: our own and every service's
-        self._not_bindings = {s.address for s in self.services}
-        if router is not None:
-            self._not_bindings.add(router.address)
+        self.router = router
+        self._client: aiomqtt.Client | None = None
+        # topic -> its parsed key, one object per instance: parsing is most of a report's
+        # cost, and a dict lookup of the very same key object skips every __eq__
+        self._keys: dict[str, InstanceKey] = {}
+        self._not_bindings = self._never_instances()
         # forgotten long after its last report can have expired (so no replay window opens)
         self.sequencer = wire.Sequencer(cfg.max_instances, forget_after=2 * cfg.max_expiry)
         self.dropped: Counter[str] = Counter()
@@ -66,6 +71,8 @@ class MqttMetricSource:
         self._last_log: dict[str, float] = {}
         self.counters: dict[str, int] = {}
         self.resyncs = 0
+        self.behind = 0  # times the received queue reached a quarter of max_queue
+        self._behind = False
         self._queue: asyncio.Queue[aiomqtt.Message] | None = None
 
     @classmethod
@@ -96,6 +103,7 @@ class MqttMetricSource:
             try:
                 async with make_client(settings, None, self._queue_type(), c.max_queue) as client:
                     await self._subscribe(client)
+                    self._client = client
                     self.connected = True
                     self.connects += 1
                     backoff.reset()
@@ -105,10 +113,12 @@ class MqttMetricSource:
                     try:
                         await self._read(client, emit)
                     finally:
+                        self._client = None
                         resync.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await resync
             except aiomqtt.MqttError as e:
+                self._client = None
                 delay = backoff.delay()
                 if self.connected:
                     await emit(MetricsReachable(False))
@@ -131,20 +141,50 @@ class MqttMetricSource:
             if got is not None:
                 await emit(got)
 
+    def _never_instances(self) -> set[ipaddress.IPv6Address | ipaddress.IPv4Address]:
+        """Addresses that are never an instance here: our own and every service's."""
+        out = {s.address for s in self.services}
+        if self.router is not None:
+            out.add(self.router.address)
+        return out
+
+    async def set_services(self, services: frozenset[ServiceId]) -> None:
+        """A reload changed the configured D-SIDs: subscribe to the new ones (their retained
+        reports arrive at once) and stop listening to the removed ones."""
+        added, removed = services - self.services, self.services - services
+        self.services = services
+        self._not_bindings = self._never_instances()
+        client = self._client
+        if client is None:
+            return  # the next (re)connect subscribes to exactly these
+        try:
+            for service in sorted(removed):
+                await client.unsubscribe(wire.subscription(self.cfg.topic_prefix, service))
+            for service in sorted(added):
+                await client.subscribe(wire.subscription(self.cfg.topic_prefix, service), 1)
+        except aiomqtt.MqttError as e:  # the reconnect will subscribe from self.services
+            log.warning("event=mqtt_resubscribe_failed error=%r", str(e))
+
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         for service in sorted(self.services):
             await client.subscribe(wire.subscription(self.cfg.topic_prefix, service), 1)
 
     async def _resync_after_loss(self, client: aiomqtt.Client) -> None:
         """Reports were lost (our queue overflowed, or the broker's queue for us did and an
-        instance's seq skipped): once the flood is over, subscribe again. The broker resends
+        instance's seq skipped), or may have been (our queue was a quarter full: while we
+        are that far behind the broker's queue for us fills and drops in silence, and a
+        report whose instance says nothing more is never seen missing): once the flood is
+        over, subscribe again. The broker resends
         each instance's retained report, its newest, so the latest state lost in the flood
         comes back now rather than at the instance's next report or its expiry; exact
         re-deliveries are ignored by the sequencer."""
         seen = self._losses()
         while True:
             await asyncio.sleep(RESYNC_QUIET)
-            if self._losses() == seen or self._backlog() > self.cfg.max_queue // 4:
+            if self._backlog() > self.cfg.max_queue // 4:
+                continue
+            self._behind = False
+            if self._losses() == seen:
                 continue
             seen = self._losses()
             await self._subscribe(client)
@@ -152,7 +192,7 @@ class MqttMetricSource:
             log.info("event=mqtt_resync after=lost_reports resyncs=%d", self.resyncs)
 
     def _losses(self) -> int:
-        return self.dropped["overflow"] + self.sequencer.gaps
+        return self.dropped["overflow"] + self.sequencer.gaps + self.behind
 
     def _backlog(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
@@ -168,6 +208,9 @@ class MqttMetricSource:
                 source._queue = self
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
+                if not source._behind and self.qsize() >= self.maxsize // 4:
+                    source._behind = True
+                    source.behind += 1
                 try:
                     super().put_nowait(item)
                 except asyncio.QueueFull:
@@ -183,7 +226,12 @@ class MqttMetricSource:
         """One message to at most one event, a Last Will with how long the engine holds it
         back. Never raises for anything a publisher can send."""
         try:
-            key = wire.parse_topic(topic, self.cfg.topic_prefix)
+            key = self._keys.get(topic)
+            if key is None:
+                key = wire.parse_topic(topic, self.cfg.topic_prefix)
+                if len(self._keys) >= KEY_CACHE:
+                    self._keys.clear()  # a flood of distinct topics costs no memory
+                self._keys[topic] = key
             if key.service not in self.services:
                 raise wire.PayloadError("service", f"{key.service} is not a configured service")
             if key.binding.address in self._not_bindings:
@@ -244,6 +292,7 @@ class MqttMetricSource:
             "reports_missing": self.sequencer.missing,
             "input_bugs": self.counters.get("input_bugs", 0),
             "resyncs": self.resyncs,
+            "fell_behind": self.behind,
             "dropped": sum(self.dropped.values()),
             **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())},
         }

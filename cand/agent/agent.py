@@ -23,8 +23,9 @@ from typing import Any, Self
 import aiomqtt
 
 from cand.agent.collect import Collector
-from cand.broker import Backoff, BrokerSettings, make_client, publish_properties
+from cand.backoff import Backoff
 from cand.model import BindingId, InstanceKey, InstanceState, Metrics, ServiceId
+from cand.mqtt_client import BrokerSettings, make_client, publish_properties
 from cand.wire import mqtt as wire
 
 log = logging.getLogger("cand.agent")

@@ -178,9 +178,11 @@ class Damper:
         elif cur == sent:
             return []
         elif _significant(cur, sent, p.threshold):
-            urgent = now - t.sent_at >= p.min_interval
+            # the same sum as _deadline's: `now - sent_at >= i` can be false at `sent_at + i`
+            # by rounding, and a Tick at the deadline would then release nothing, forever
+            urgent = now >= t.sent_at + p.min_interval
         else:
-            urgent = now - t.sent_at >= p.refresh_interval
+            urgent = now >= t.sent_at + p.refresh_interval
         if not urgent:
             return []
         t.sent, t.sent_at = cur, now

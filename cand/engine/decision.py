@@ -45,12 +45,17 @@ def decide(
 ) -> ServiceEntry:
     """The entry for one service.
 
-    Down instances are left out; draining ones stay with weight 0 so the data plane keeps
-    the path their existing flows use. When the set of eligible instances is unchanged and no
-    weight would move by more than `hysteresis` of the scale, the previous weights stand.
+    Down instances are left out; draining ones, and those behind an egress the network cannot
+    reach, stay with weight 0 so the data plane keeps the path their existing flows use (and
+    a route that comes back after a moment has moved nothing). An up instance whose egress
+    announced it with GRACEFUL_SHUTDOWN (RFC 8326: least preferred) is treated as draining
+    while another up instance can take the new flows, and shares them as usual when none can.
+    When the set of eligible instances is unchanged and no weight would move by more than
+    `hysteresis` of the scale, the previous weights stand.
     """
     live = [c for c in candidates if c.route.state is not InstanceState.DOWN]
-    up = [c for c in live if c.route.state is InstanceState.UP]
+    up = [c for c in live if c.route.state is InstanceState.UP and c.reachable]
+    up = [c for c in up if not c.route.graceful_shutdown] or up
     prev_weights = {c.key: c.weight for c in previous.choices} if previous is not None else {}
     weights = quantize(policy.scores(up, prev_weights)) if up else {}
     if previous is not None and _within(weights, prev_weights, hysteresis):
@@ -65,6 +70,7 @@ def decide(
             l2=c.route.metrics.l2,
             network_cost=c.network_cost,
             local=c.local,
+            reachable=c.reachable,
         )
         for c in sorted(live, key=lambda c: c.key)
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from cand.engine.cost import CostOutput, CostSmoother, SmoothingParams
 from cand.engine.damping import Damper, DampingParams, Retract, Send
 from cand.engine.decision import decide
 from cand.engine.effects import (
@@ -24,11 +26,14 @@ from cand.engine.effects import (
 )
 from cand.engine.events import (
     CostChanged,
+    CostSampled,
     Event,
     InstanceReported,
     MetricsReachable,
+    PathsAdopted,
     PeerDown,
     PeerSynced,
+    Reconfigured,
     RouteLearned,
     RouteWithdrawn,
     Tick,
@@ -53,6 +58,13 @@ class EngineConfig:
     damping: DampingParams = field(default_factory=DampingParams)
     default_cost: float = 0.0
     limits: RibLimits = field(default_factory=RibLimits)
+    cost_source: str = "static"
+    """Where the network cost to an egress comes from, unless `cost_sources` names one."""
+    cost_sources: Mapping[RouterId, str] = field(default_factory=dict)
+    cost_smoothing: SmoothingParams = field(default_factory=SmoothingParams)
+
+    def source_for(self, egress: RouterId) -> str:
+        return self.cost_sources.get(egress, self.cost_source)
 
 
 class UnknownPolicy(LookupError):
@@ -66,9 +78,12 @@ class Engine:
         self.config = config
         self.rib = Rib(config.router, config.default_cost, config.limits)
         self.damper = Damper(config.damping)
+        self.costs = CostSmoother(config.cost_smoothing)
+        self.static_costs: dict[RouterId, float] = {}
         self.table: dict[ServiceId, ServiceEntry] = {}
         self.metrics_reachable = True
         self.held: dict[InstanceKey, tuple[float, InstanceReported]] = {}  # due, will
+        self.adopted: dict[InstanceKey, float] = {}  # adopted path -> when it goes unconfirmed
         classes = dict(BUILTIN)
         classes.update(policies or {})
         self._policies: dict[str, Policy] = {n: cls(config.policy) for n, cls in classes.items()}
@@ -87,6 +102,10 @@ class Engine:
             "wills_applied": 0,
             "wills_cancelled": 0,
             "wills_discarded": 0,
+            "adopted": 0,
+            "adopted_withdrawn": 0,
+            "cost_samples": 0,
+            "cost_samples_ignored": 0,
         }
 
     # --- public ----------------------------------------------------------------------------
@@ -122,7 +141,17 @@ class Engine:
             case PeerSynced(peer=peer):
                 dirty |= self.rib.drop_peer(peer, only_stale=True)
             case CostChanged(egress=egress, cost=cost):
+                if cost is None:
+                    self.static_costs.pop(egress, None)
+                else:
+                    self.static_costs[egress] = cost
                 dirty |= self.rib.set_cost(egress, cost)
+            case CostSampled(egress=egress, source=source, value=value):
+                if self.config.source_for(egress) != source:
+                    self.counters["cost_samples_ignored"] += 1
+                else:
+                    self.counters["cost_samples"] += 1
+                    self._costs(self.costs.sample(egress, value, now, source), dirty)
             case MetricsReachable(reachable=reachable, grace=grace):
                 if not reachable:
                     # our own connection dropped: the broker may publish wills of instances
@@ -131,6 +160,13 @@ class Engine:
                     self.held.clear()
                 self.metrics_reachable = reachable
                 self.rib.hold_local(now + grace if reachable else None)
+            case PathsAdopted(keys=keys, grace=grace):
+                self.counters["adopted"] += len(keys)
+                for key in keys:
+                    if key not in self.rib.local:
+                        self.adopted[key] = now + grace
+            case Reconfigured(config=config):
+                return self._reconfigure(config, now, dirty)
             case Tick():
                 return self._on_tick(now, dirty)
             case _:
@@ -147,10 +183,38 @@ class Engine:
         times = [e.expires_at for e in self.rib.local.values() if e.expires_at is not None]
         times += [e.stale_until for e in self.rib.remote.values() if e.stale_until is not None]
         times += [due for due, _ in self.held.values()]
-        d = self.damper.next_deadline()
-        if d is not None:
-            times.append(d)
+        if self.adopted:
+            times.append(min(self.adopted.values()))
+        for d in (self.damper.next_deadline(), self.costs.next_deadline()):
+            if d is not None:
+                times.append(d)
         return min(times, default=None)
+
+    def cost_targets(self, source: str) -> dict[RouterId, ipaddress.IPv6Address | None]:
+        """The egresses (with one SRv6 SID of each, if known) whose cost `source` measures:
+        those learned from BGP that the config gives to it."""
+        return {
+            e: sid for e, sid in self.rib.egresses().items() if self.config.source_for(e) == source
+        }
+
+    def cost_table(self, now: float) -> list[dict[str, Any]]:
+        """Per egress: the cost in force, where it comes from, how old, the last raw samples."""
+        egresses = set(self.rib.egresses()) | set(self.static_costs) | set(self.costs.egresses())
+        out = []
+        for e in sorted(egresses):
+            row: dict[str, Any] = {"egress": str(e), "source": self.config.source_for(e)}
+            smoothed = self.costs.status(e, now)
+            if row["source"] != "static" and smoothed is not None:
+                row.update(smoothed)
+            else:
+                if row["source"] == "static" and e not in self.static_costs:
+                    row["source"] = "default"
+                row.update(age=None, samples=[], smoothed=None)
+            row["cost"] = self.rib.cost(e)
+            row["reachable"] = e not in self.rib.unreachable
+            row["paths"] = e in self.rib.egresses()
+            out.append(row)
+        return out
 
     def sid_for(self, key: InstanceKey) -> ipaddress.IPv6Address | None:
         """The SRv6 SID (End.DX6) for a local instance: locator plus a stable function.
@@ -175,6 +239,8 @@ class Engine:
 
     def _on_report(self, ev: InstanceReported, now: float, dirty: set[ServiceId]) -> list[Effect]:
         key = ev.key
+        if ev.state is not InstanceState.DOWN:
+            self.adopted.pop(key, None)  # reported again: the engine advertises it itself
         if self.held.pop(key, None) is not None:
             self.counters["wills_cancelled"] += 1  # the instance spoke again: it is alive
         if ev.hold > 0:
@@ -193,7 +259,7 @@ class Engine:
         if held is None and ev.state is not InstanceState.DOWN and not self.rib.may_add_local(key):
             self.counters["rejected_reports"] += 1
             return []
-        sid = self.sid_for(key)
+        sid = held.route.sid if held is not None else self.sid_for(key)  # a hash per instance
         effects: list[Effect] = []
         if ev.state is InstanceState.DOWN:
             gone = self.rib.remove_local(key)
@@ -216,8 +282,54 @@ class Engine:
         dirty.add(key.service)
         return effects
 
+    def reload_problems(self, new: EngineConfig) -> list[str]:
+        """Why `new` cannot replace the running configuration in place (empty: it can)."""
+        problems = []
+        for name in ("router", "locator", "ingress", "egress"):
+            if getattr(new, name) != getattr(self.config, name):
+                problems.append(f"{name} changes only with a restart")
+        specs = [*new.services.values(), *([new.default_spec] if new.default_spec else [])]
+        for spec in specs:
+            if spec.policy not in self._policies:
+                problems.append(f"service {spec.service}: unknown policy {spec.policy!r}")
+        return problems
+
+    def _reconfigure(self, new: EngineConfig, now: float, dirty: set[ServiceId]) -> list[Effect]:
+        """Apply a reloaded configuration: a removed service's local instances are withdrawn
+        and its entry removed (unless unknown D-SIDs are steered anyway), every other service
+        is decided again under the new policies. Established flows are the data plane's: a
+        new entry never moves a bound flow."""
+        if self.reload_problems(new):
+            self.counters["reconfigure_refused"] = self.counters.get("reconfigure_refused", 0) + 1
+            return []  # the daemon checks first; an engine never raises on an event
+        policies = {n: type(p)(new.policy) for n, p in self._policies.items()}
+        old = self.config
+        self.config, self._policies = new, policies
+        self.damper.params = new.damping
+        self.rib.default_cost = new.default_cost
+        self.rib.limits = new.limits
+        self.counters["reconfigured"] = self.counters.get("reconfigured", 0) + 1
+        effects: list[Effect] = []
+        for service in set(old.services) - set(new.services):
+            for key in [k for k in self.rib.local if k.service == service]:
+                self.held.pop(key, None)
+                gone = self.rib.remove_local(key)
+                effects += self._damp(key, None, now)
+                if gone is not None and gone.route.sid is not None:
+                    effects.append(RemoveLocalInstance(key, gone.route.sid))
+            if self.spec_for(service) is None and self.table.pop(service, None) is not None:
+                effects.append(RemoveService(service))
+        # every service is decided again: policy, flow key or default may have changed
+        dirty |= set(new.services) | set(self.table)
+        return effects
+
     def _on_tick(self, now: float, touched: set[ServiceId]) -> list[Effect]:
         effects: list[Effect] = []
+        for key in [k for k, due in self.adopted.items() if due <= now]:
+            del self.adopted[key]
+            if key not in self.rib.local:  # nobody reported it since the restart
+                self.counters["adopted_withdrawn"] += 1
+                effects.append(Withdraw(key))
         for key in [k for k, (due, _) in self.held.items() if due <= now]:
             _, will = self.held.pop(key)
             self.counters["wills_applied"] += 1
@@ -229,8 +341,15 @@ class Engine:
                 effects.append(RemoveLocalInstance(key, gone.route.sid))
             touched.add(key.service)
         touched |= self.rib.expire_stale(now)
+        self._costs(self.costs.due(now), touched)
         effects += self._actions(self.damper.due(now))
         return effects
+
+    def _costs(self, outputs: Iterable[CostOutput], dirty: set[ServiceId]) -> None:
+        for o in outputs:
+            dirty |= self.rib.set_reachable(o.egress, o.reachable)
+            if o.cost is not None:
+                dirty |= self.rib.set_cost(o.egress, o.cost)
 
     def _damp(self, key: InstanceKey, route: InstanceRoute | None, now: float) -> list[Effect]:
         return self._actions(self.damper.offer(key, route, now))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cand.model import InstanceKey, InstanceRoute, InstanceState, Metrics, RouterId
+
+if TYPE_CHECKING:
+    from cand.engine.engine import EngineConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,18 @@ class CostChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CostSampled:
+    """A cost source measured the way to an egress: `value` in milliseconds (the raw sample,
+    before smoothing), or None when there is no route to it (unusable for steering at once).
+    The engine smooths samples (`cand.engine.cost`) and takes them only from the source the
+    config gives that egress."""
+
+    egress: RouterId
+    source: str
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsReachable:
     """The metric source lost (False) or regained (True) its broker.
 
@@ -80,6 +96,26 @@ class MetricsReachable:
 
     reachable: bool
     grace: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PathsAdopted:
+    """The speaker found paths an earlier cand announced (gobgpd outlived it). They stay up
+    for `grace` seconds; whichever no local report has confirmed by then is withdrawn, so a
+    restart moves no flow and an instance that died meanwhile does not linger."""
+
+    keys: frozenset[InstanceKey]
+    grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigured:
+    """`cand reload`: the engine's part of a new, already validated configuration.
+
+    Services, policies, damping, the default cost and the limits change in place; what only a
+    restart can change (router id, locator, roles) the daemon has refused before this."""
+
+    config: EngineConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +130,9 @@ Event = (
     | PeerDown
     | PeerSynced
     | CostChanged
+    | CostSampled
     | MetricsReachable
+    | PathsAdopted
+    | Reconfigured
     | Tick
 )

@@ -7,6 +7,7 @@ the same instance, or a peer restarting, never lose a path another peer still ha
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,12 +62,15 @@ class Rib:
         self.local: dict[InstanceKey, LocalEntry] = {}
         self.remote: dict[RemoteKey, RemoteEntry] = {}
         self.costs: dict[RouterId, float] = {}
+        self.unreachable: set[RouterId] = set()
         self.refused: Counter[str] = Counter()
         self._by_service: dict[ServiceId, set[RemoteKey]] = {}
         # (instance, egress) pairs held, with how many peers gave each, and their counts
         self._pairs: dict[tuple[InstanceKey, RouterId], int] = {}
         self._remote_per_service: Counter[ServiceId] = Counter()
         self._per_egress: Counter[RouterId] = Counter()
+        # one SRv6 SID per egress that has paths: the address the network cost is taken to
+        self._egress_sid: dict[RouterId, ipaddress.IPv6Address | None] = {}
         self._local_per_service: Counter[ServiceId] = Counter()
 
     # --- local instances -------------------------------------------------------------------
@@ -115,6 +119,8 @@ class Rib:
         if rk not in self.remote and not self._index(rk):
             return False  # over a limit (counted)
         self.remote[rk] = RemoteEntry(peer, route, now)
+        if route.sid is not None and self._egress_sid.get(route.egress) is None:
+            self._egress_sid[route.egress] = route.sid
         return True
 
     def withdraw(self, peer: str, key: InstanceKey, egress: RouterId) -> bool:
@@ -163,6 +169,7 @@ class Rib:
                 return False
             self._remote_per_service[key.service] += 1
             self._per_egress[egress] += 1
+            self._egress_sid.setdefault(egress, None)
         self._pairs[pair] = held + 1
         self._by_service.setdefault(key.service, set()).add(rk)
         return True
@@ -181,6 +188,8 @@ class Rib:
         elif held == 0:
             _decrement(self._remote_per_service, key.service)
             _decrement(self._per_egress, egress)
+            if egress not in self._per_egress:
+                del self._egress_sid[egress]
 
     # --- network cost ----------------------------------------------------------------------
 
@@ -193,6 +202,20 @@ class Rib:
         if not changed:
             return set()
         return {rk[1].service for rk in self.remote if rk[2] == egress}
+
+    def set_reachable(self, egress: RouterId, reachable: bool) -> set[ServiceId]:
+        """An egress the network cannot reach takes no new flow (its cost is kept aside)."""
+        if reachable == (egress not in self.unreachable):
+            return set()
+        if reachable:
+            self.unreachable.discard(egress)
+        else:
+            self.unreachable.add(egress)
+        return {rk[1].service for rk in self.remote if rk[2] == egress}
+
+    def egresses(self) -> dict[RouterId, ipaddress.IPv6Address | None]:
+        """Every egress with paths here, with one of its instance SIDs (None if it gave none)."""
+        return dict(self._egress_sid)
 
     def cost(self, egress: RouterId) -> float:
         if egress == self.router:
@@ -215,7 +238,12 @@ class Rib:
             if held is None or rank < held[0]:
                 best[rk[1]] = (rank, entry.route)
         out = [
-            Candidate(route, self.cost(route.egress), local=False)
+            Candidate(
+                route,
+                self.cost(route.egress),
+                local=False,
+                reachable=route.egress not in self.unreachable,
+            )
             for key, (_, route) in best.items()
             if key not in self.local
         ]
@@ -253,6 +281,7 @@ class Rib:
                 for _, e in self.snapshot().remote
             ],
             "costs": {str(r): c for r, c in sorted(self.costs.items())},
+            "unreachable": sorted(str(r) for r in self.unreachable),
         }
 
 

@@ -56,6 +56,8 @@ class Candidate(NamedTuple):
     route: InstanceRoute
     network_cost: float
     local: bool
+    reachable: bool = True
+    """False when the cost source found no route to the egress: no new flows go there."""
 
     @property
     def key(self) -> InstanceKey:
@@ -74,6 +76,7 @@ class Choice(NamedTuple):
     l2: int
     network_cost: float
     local: bool
+    reachable: bool = True
 
     @property
     def binding(self) -> BindingId:
@@ -89,6 +92,7 @@ class Choice(NamedTuple):
             "l2": self.l2,
             "network_cost": self.network_cost,
             "local": self.local,
+            "reachable": self.reachable,
         }
 
 

@@ -153,12 +153,14 @@ class Child:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         try:
-            await asyncio.wait_for(asyncio.shield(self.wait()), grace)
+            async with asyncio.timeout(grace):
+                await asyncio.shield(self.wait())
         except TimeoutError:
             log.warning("event=child_kill child=%s pid=%d after=%gs", self.name, pid, grace)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            await asyncio.wait_for(asyncio.shield(self.wait()), 5.0)
+            async with asyncio.timeout(5.0):
+                await asyncio.shield(self.wait())
         log.info("event=child_stopped child=%s pid=%d signal=%s", self.name, pid, sig.name)
         self._forget()
 

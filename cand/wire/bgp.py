@@ -9,6 +9,9 @@ optional transitive (0xC0) so that every speaker and reflector carries them unch
 - the D-BID: an IPv6 address-specific extended community (25, RFC 5701) for an IPv6 D-BID,
   or an IPv4 address-specific extended community inside EXTENDED_COMMUNITIES (16) for IPv4,
   both sub-type 0x03 (Route Origin);
+- on a stop, the well-known community GRACEFUL_SHUTDOWN (65535:0, RFC 8326) in COMMUNITIES
+  (8): the path is about to be withdrawn, receivers send no new flows to it while another
+  instance can take them;
 - the metrics: large communities (32, RFC 8092) `<origin ASN>:<code>:<value>`, and the SID
   and the D-BID once more as 32-bit words among them (codes 13-21), because FRR 8.4, as a
   route reflector of IPv6 unicast, drops both the Prefix-SID and the IPv6 address-specific
@@ -40,7 +43,7 @@ from cand.model import (
 ENCODING_VERSION = 1
 
 # path attribute type codes
-ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF = 1, 2, 3, 5
+ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF, COMMUNITIES = 1, 2, 3, 5, 8
 MP_REACH_NLRI, MP_UNREACH_NLRI = 14, 15
 EXTENDED_COMMUNITIES, IPV6_EXTENDED_COMMUNITIES = 16, 25
 LARGE_COMMUNITY, PREFIX_SID = 32, 40
@@ -54,6 +57,7 @@ REQUIRED_FLAGS = {
     ORIGIN: TRANSITIVE,
     AS_PATH: TRANSITIVE,
     MP_REACH_NLRI: OPTIONAL,
+    COMMUNITIES: OPT_TRANS,
     EXTENDED_COMMUNITIES: OPT_TRANS,
     IPV6_EXTENDED_COMMUNITIES: OPT_TRANS,
     LARGE_COMMUNITY: OPT_TRANS,
@@ -61,6 +65,7 @@ REQUIRED_FLAGS = {
 }
 
 ROUTE_ORIGIN_SUBTYPE = 0x03
+GRACEFUL_SHUTDOWN = 0xFFFF0000  # 65535:0, RFC 8326 (well-known, RFC 1997 numbering)
 SRV6_L3_SERVICE_TLV = 5
 SRV6_SID_INFORMATION = 1
 SRV6_SID_STRUCTURE = 1
@@ -145,6 +150,24 @@ def prefix_sid(sid: ipaddress.IPv6Address, binding: BindingId, locator_len: int 
     return struct.pack("!BH", SRV6_L3_SERVICE_TLV, len(service_value)) + service_value
 
 
+def graceful_shutdown_community() -> Attribute:
+    """COMMUNITIES (8, optional transitive) holding GRACEFUL_SHUTDOWN: `c0 08 04 ffff0000`."""
+    return Attribute(OPT_TRANS, COMMUNITIES, struct.pack("!I", GRACEFUL_SHUTDOWN))
+
+
+def has_graceful_shutdown(attrs: Mapping[int, Attribute]) -> bool:
+    """Whether a path carries GRACEFUL_SHUTDOWN among its communities (others are ignored)."""
+    a = attrs.get(COMMUNITIES)
+    if a is None:
+        return False
+    if len(a.value) % 4:
+        raise CodecError("communities: length not a multiple of 4")
+    return any(
+        struct.unpack_from("!I", a.value, i)[0] == GRACEFUL_SHUTDOWN
+        for i in range(0, len(a.value), 4)
+    )
+
+
 def binding_community(binding: BindingId) -> Attribute:
     if binding.version == 6:
         value = bytes([0x00, ROUTE_ORIGIN_SUBTYPE]) + binding.packed + b"\x00\x00"
@@ -204,6 +227,8 @@ def encode_attributes(route: InstanceRoute, asn: int, locator_len: int = 64) -> 
         Attribute(OPT_TRANS, LARGE_COMMUNITY, large_communities(asn, metric_values(route))),
         Attribute(OPT_TRANS, PREFIX_SID, prefix_sid(route.sid, route.binding, locator_len)),
     ]
+    if route.graceful_shutdown:
+        attrs.append(graceful_shutdown_community())
     attrs.sort(key=lambda a: a.type)
     check_flags(attrs)
     return attrs
@@ -378,7 +403,8 @@ def decode_route(
     local_asn: int,
 ) -> InstanceRoute:
     """A received path to an InstanceRoute; CodecError when anything Dyncast is off."""
-    check_flags(a for t, a in attrs.items() if t in (PREFIX_SID, LARGE_COMMUNITY))
+    check_flags(a for t, a in attrs.items() if t in (PREFIX_SID, LARGE_COMMUNITY, COMMUNITIES))
+    gshut = has_graceful_shutdown(attrs)
     if LARGE_COMMUNITY not in attrs:
         raise CodecError("no large communities")
     asn = origin_asn(attrs, local_asn)
@@ -402,6 +428,6 @@ def decode_route(
     else:
         raise CodecError("no SRv6 SID (neither Prefix-SID nor SID communities)")
     try:
-        return InstanceRoute(InstanceKey(service, binding), egress, sid, metrics, state, seq)
+        return InstanceRoute(InstanceKey(service, binding), egress, sid, metrics, state, seq, gshut)
     except ModelError as e:
         raise CodecError(str(e)) from None

@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cand.lab.netns import netns_available
+from cand.plugins import available
 from tests.conftest import need
 
 ROOT = Path(__file__).parents[2]
@@ -43,3 +45,60 @@ def test_route_scale_runs(tmp_path: Path) -> None:
     data = run(tmp_path, "bench.route_scale", "--sizes", "5", "--instances", "2")
     rows = data["rows"]
     assert [r["paths"] for r in rows] == [10, 10]  # type: ignore[index, union-attr]
+
+
+def test_ingest_cpu_runs(tmp_path: Path) -> None:
+    data = run(tmp_path, "bench.ingest_cpu", "--messages", "500", "--repeat", "1")
+    assert data["daemon_us"] > 0 and data["decode_us"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.netns
+def test_fault_runner_runs_each_fault_once(tmp_path: Path) -> None:
+    """One repetition of every fault in the Figure-2 lab: the runner works and, as a fact
+    about cand rather than about speed, no control-plane fault broke a connection."""
+    why = netns_available()
+    need(why is None, why or "")
+    env = dict(os.environ, CAND_BENCH_RESULTS=str(tmp_path))
+    args = ["--repeat", "1", "--duration", "9", "--rate", "4", "--keep", "1"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.faults", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    data = json.loads((tmp_path / "faults.json").read_text())
+    summary = {s["fault"]: s for s in data["summary"]}
+    assert len(summary) == 13  # the baseline and twelve faults
+    for name, s in summary.items():
+        assert s["established"] > 0, name
+        if s["control_plane"]:  # cand, speakers, broker, sessions, reflector, reload
+            assert s["established_broken"] == 0, (name, s)
+
+
+@pytest.mark.netns
+def test_dataplane_cost_runs(tmp_path: Path) -> None:
+    why = netns_available()
+    need(why is None, why or "")
+    data = run(
+        tmp_path, "bench.dataplane_cost", "--connects", "50", "--seconds", "1", "--reps", "1"
+    )
+    conn = data["connect_us"]
+    for path in ("steered", "plain"):
+        assert conn[path]["n"] == 50 and conn[path]["failed"] == 0  # type: ignore[index]
+        assert 0 < conn[path]["p50"] <= conn[path]["p99"]  # type: ignore[index]
+    assert data["throughput_gbit_s"]["no_gso"]["plain"] > 0  # type: ignore[index]
+
+
+def test_steer_sim_runs_and_the_oracle_is_the_floor(tmp_path: Path) -> None:
+    """Tiny size; every installed policy and the oracle are there, and with fresh reports no
+    policy beats the oracle on mean completion (it knows every queue at once: if a policy
+    did, the simulator or the oracle would be wrong)."""
+    data = run(tmp_path, "bench.steer_sim", "--requests", "3000", "--staleness", "0,0.2")
+    rows: list[dict[str, Any]] = data["rows"]  # type: ignore[assignment]
+    oracle: dict[str, Any] = data["oracle"]  # type: ignore[assignment]
+    assert {r["policy"] for r in rows} == set(available("cand.policies"))
+    assert oracle["policy"] == "oracle" and oracle["measured"] > 2000
+    fresh = [r for r in rows if r["staleness_s"] == 0]
+    assert len(fresh) == len(available("cand.policies"))
+    for r in fresh:
+        assert oracle["mean_ms"] <= r["mean_ms"], r["policy"]
+    assert (tmp_path / "steer_sim.png").stat().st_size > 0

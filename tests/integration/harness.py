@@ -57,8 +57,10 @@ def daemon_config(tmp: Path, **tables: Any) -> configmod.Config:
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: configmod.Config) -> AsyncIterator[tuple[Daemon, Recorder]]:
-    daemon = Daemon(cfg, build_adapters(cfg))
+async def running(
+    cfg: configmod.Config, config_path: Path | None = None
+) -> AsyncIterator[tuple[Daemon, Recorder]]:
+    daemon = Daemon(cfg, build_adapters(cfg), config_path=config_path)
     rec = Recorder()
     daemon.listeners.append(rec)
     task = asyncio.create_task(daemon.run(), name="daemon-under-test")

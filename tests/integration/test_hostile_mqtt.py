@@ -19,8 +19,8 @@ import pytest
 
 from cand.agent import MetricAgent
 from cand.api import ApiError, request
-from cand.broker import BrokerSettings, make_client
 from cand.model import InstanceState, Metrics
+from cand.mqtt_client import BrokerSettings, make_client
 from cand.wire import mqtt as wire
 from tests.conftest import Broker, stop
 

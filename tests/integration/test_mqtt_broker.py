@@ -152,8 +152,8 @@ def test_acl_stops_a_rogue_instance(broker_factory: type[Broker], tmp_path: Path
                 await honest.report(cpu=0.1)
                 await rec.wait_for(lambda r: reports(r))
                 # web-2 tries to publish web-1's metrics (and a fake will) with a huge seq
-                from cand.broker import BrokerSettings, make_client
                 from cand.model import Metrics
+                from cand.mqtt_client import BrokerSettings, make_client
 
                 rogue = BrokerSettings.from_url(b.url_for("web-2"))
                 async with make_client(rogue) as c:
@@ -196,7 +196,7 @@ def test_sync_agent_and_draining(broker: Broker, tmp_path: Path) -> None:
 
 def test_garbage_on_the_bus_is_counted_never_fatal(broker: Broker, tmp_path: Path) -> None:
     async def main() -> None:
-        from cand.broker import BrokerSettings, make_client
+        from cand.mqtt_client import BrokerSettings, make_client
 
         cfg = daemon_config(tmp_path, mqtt=mqtt_table(broker))
         async with running(cfg) as (daemon, rec):
@@ -227,7 +227,7 @@ def test_prometheus_endpoint_counts_drops(broker: Broker, tmp_path: Path) -> Non
             tmp_path, mqtt=mqtt_table(broker), prometheus={"listen": f"127.0.0.1:{port}"}
         )
         async with running(cfg) as (daemon, rec):
-            from cand.broker import BrokerSettings, make_client
+            from cand.mqtt_client import BrokerSettings, make_client
 
             async with make_client(BrokerSettings.from_url(broker.url)) as c:
                 await c.publish(wire.topic(key(4)), b"nope", qos=1)

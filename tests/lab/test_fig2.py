@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cand_testbed.fig2 import APP, INSTANCES, ROUTERS, WEB, Fig2
 
 from cand.api import ApiError
-from cand.lab.fig2 import APP, INSTANCES, ROUTERS, WEB, Fig2
 from cand.lab.netns import netns_available
 from tests.conftest import need
 

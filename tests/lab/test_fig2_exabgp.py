@@ -7,8 +7,8 @@ import asyncio
 from collections import Counter
 
 import pytest
+from cand_testbed.fig2 import APP, WEB, Fig2
 
-from cand.lab.fig2 import APP, WEB, Fig2
 from cand.lab.netns import netns_available
 from tests.conftest import need
 from tests.lab.test_fig2 import restart_under_load

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cand.lab.agent_driver import AgentProcess
-from cand.lab.netns import Topology
-from cand.lab.routers import (
+from cand_testbed.agent_driver import AgentProcess
+from cand_testbed.routers import (
     SERVICE,
     cand_toml,
     received,
@@ -23,6 +21,8 @@ from cand.lab.routers import (
     start_mosquitto,
     wait_api,
 )
+
+from cand.lab.netns import Topology
 from cand.model import InstanceState
 from cand.wire import bgp, bgp_update
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cand_testbed import raw_bgp_peer as raw
+from cand_testbed.routers import SERVICE, cand_toml, received, start_cand, wait_api
 
 from cand.api import request
-from cand.lab import raw_bgp_peer as raw
 from cand.lab.netns import Topology
-from cand.lab.routers import SERVICE, cand_toml, received, start_cand, wait_api
 from cand.model import BindingId, InstanceKey, InstanceRoute, Metrics, RouterId, ServiceId
 from cand.wire import bgp
 
@@ -95,7 +95,7 @@ def peer(topo: Topology, ns: str, tmp: Path, name: str, src: str, lines: list[st
         ns,
         sys.executable,
         "-m",
-        "cand.lab.raw_bgp_peer",
+        "cand_testbed.raw_bgp_peer",
         "--connect",
         "fc00:a::1",
         "--source",

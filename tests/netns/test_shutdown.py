@@ -1,5 +1,6 @@
 """Stop and restart of an egress cand, seen from the wire and from the ingress: a stop
-withdraws every path before the session closes; a restart withdraws nothing."""
+withdraws every path before the session closes (after announcing it with GRACEFUL_SHUTDOWN,
+when configured); a restart withdraws nothing."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cand_testbed.agent_driver import AgentProcess
+from cand_testbed.routers import SERVICE, cand_toml, received, start_cand, start_mosquitto, wait_api
 
 from cand.api import request
-from cand.lab.agent_driver import AgentProcess
 from cand.lab.netns import Topology
-from cand.lab.routers import SERVICE, cand_toml, received, start_cand, start_mosquitto, wait_api
-from cand.wire import bgp_update
+from cand.wire import bgp, bgp_update
 from tests.netns.test_bgp_gobgp import BINDING, STEPS, capture, follow, view
 
 pytestmark = pytest.mark.netns
 E_ADDR, I_ADDR = "fc00:a::3", "fc00:a::1"
 SPEAKERS = ["gobgp", "exabgp"]
 CHILD = {"gobgp": "gobgpd", "exabgp": "exabgp"}
+GSHUT = 1.0  # bgp.graceful_shutdown in the test that sets it, seconds
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Sent:
     kind: str  # "open", "update", "notification", "keepalive", "close"
     withdrawn: int = 0
     announced: int = 0
+    gshut: bool = False  # the announcement carries GRACEFUL_SHUTDOWN (65535:0)
 
 
 def sent_by(pcap: Path, src: str) -> list[list[Sent]]:
@@ -65,7 +68,8 @@ def sent_by(pcap: Path, src: str) -> list[list[Sent]]:
             kind = {1: "open", 2: "update", 3: "notification", 4: "keepalive"}.get(msg[18], "?")
             if kind == "update":
                 u = bgp_update.decode_update(msg, addpath=True)
-                msgs.append(Sent(kind, len(u.withdrawn), len(u.announced)))
+                marked = bool(u.announced) and bgp.has_graceful_shutdown(u.attributes)
+                msgs.append(Sent(kind, len(u.withdrawn), len(u.announced), marked))
             else:
                 msgs.append(Sent(kind))
             i += length
@@ -89,16 +93,33 @@ def children_in(ns: str, name: str) -> list[int]:
     return found
 
 
-def pair(topo: Topology, tmp: Path, speaker: str) -> tuple[str, str, str, int, Path, Path]:
-    """An egress (with its broker) and an ingress cand, both on `speaker`, one link apart."""
+def pair(
+    topo: Topology, tmp: Path, speaker: str, gshut: float = 0.0
+) -> tuple[str, str, str, int, Path, Path]:
+    """An egress (with its broker) and an ingress cand, both on `speaker`, one link apart;
+    `gshut`: the egress's bgp.graceful_shutdown."""
     e, i = topo.ns("egress"), topo.ns("ingress")
     _ie, ii = topo.link(e, f"{E_ADDR}/64", i, f"{I_ADDR}/64")
     port = start_mosquitto(topo, e, tmp)
     econf = cand_toml(tmp, "e", E_ADDR, [I_ADDR], ["egress"], mqtt_port=port, speaker=speaker)
+    if gshut:
+        text = econf.read_text().replace("[bgp]\n", f"[bgp]\ngraceful_shutdown = {gshut}\n", 1)
+        econf.write_text(text)
     esock = start_cand(topo, e, econf, tmp, "e")
     iconf = cand_toml(tmp, "i", I_ADDR, [E_ADDR], ["ingress"], speaker=speaker)
     isock = start_cand(topo, i, iconf, tmp, "i")
     return e, i, ii, port, esock, isock
+
+
+def announcing_sessions(dump: subprocess.Popen[bytes], pcap: Path) -> list[Any]:
+    """The egress's sessions in the capture, once it is complete. Connections that lost a
+    collision carry no route: only those that announced count."""
+    time.sleep(0.3)
+    dump.terminate()
+    dump.wait(5)
+    sessions = [s for s in sent_by(pcap, E_ADDR) if any(m.announced for m in s)]
+    assert sessions, "no announcement from the egress on the wire"
+    return sessions
 
 
 @pytest.mark.parametrize("speaker", SPEAKERS)
@@ -129,16 +150,56 @@ def test_stop_withdraws_on_the_wire_before_the_session_closes(
     print(f"{speaker}: ingress dropped the path {took * 1000:.0f} ms after SIGTERM")
     assert rc == 0, (tmp_path / "e.log").read_text()[-3000:]
     assert children_in(e, CHILD[speaker]) == [], f"{CHILD[speaker]} outlived a stopped cand"
-    time.sleep(0.3)
-    dump.terminate()
-    dump.wait(5)
-    # connections that lost a collision carry no route: only the one that announced counts
-    sessions = [s for s in sent_by(pcap, E_ADDR) if any(m.announced for m in s)]
-    assert sessions, "no announcement from the egress on the wire"
+    sessions = announcing_sessions(dump, pcap)
     for s in sessions:
         end = next((k for k, m in enumerate(s) if m.kind in ("notification", "close")), None)
         assert end is not None, f"the egress never closed its session: {s}"
         assert any(m.withdrawn for m in s[:end]), f"no withdrawal before the session closed: {s}"
+
+
+@pytest.mark.parametrize("speaker", SPEAKERS)
+def test_stop_announces_graceful_shutdown_before_withdrawing(
+    topo: Topology, tmp_path: Path, speaker: str
+) -> None:
+    """With bgp.graceful_shutdown, a stop marks every path GRACEFUL_SHUTDOWN first: on the
+    wire the marked announcement comes before the withdrawal, which comes before the
+    session ends, and the ingress held the marked path before it dropped it."""
+    e, i, ii, port, esock, isock = pair(topo, tmp_path, speaker, gshut=GSHUT)
+    egress_cand = topo.procs[-2]
+    pcap = tmp_path / "i.pcap"
+    dump = capture(topo, i, ii, pcap)
+
+    async def main() -> list[bool]:
+        await wait_api(isock)
+        await wait_api(esock)
+        agent = AgentProcess(topo, e, port, SERVICE, BINDING)
+        await follow(isock, STEPS[:1], agent)
+        t0 = time.monotonic()
+        egress_cand.send_signal(signal.SIGTERM)
+        marks = []
+        while routes := await received(isock):
+            marks.append(any(r.get("graceful_shutdown") for r in routes))
+            assert time.monotonic() - t0 < 20, "the ingress still holds the stopped egress's path"
+            await asyncio.sleep(0.02)
+        return marks
+
+    marks = asyncio.run(main())
+    rc = egress_cand.wait(30)
+    assert rc == 0, (tmp_path / "e.log").read_text()[-3000:]
+    assert any(marks), "the ingress never held the path marked GRACEFUL_SHUTDOWN"
+    assert not marks[0], "marked before the stop"
+    assert "event=bgp_graceful_shutdown" in (tmp_path / "e.log").read_text()
+    sessions = announcing_sessions(dump, pcap)
+    for s in sessions:
+        kinds = [m.kind + ("+gshut" if m.gshut else "") for m in s if m.kind != "keepalive"]
+        print(f"{speaker}: the egress sent {kinds}")
+        marked = next((k for k, m in enumerate(s) if m.gshut), None)
+        gone = next((k for k, m in enumerate(s) if m.withdrawn), None)
+        end = next((k for k, m in enumerate(s) if m.kind in ("notification", "close")), None)
+        assert marked is not None, f"no GRACEFUL_SHUTDOWN announcement: {s}"
+        assert gone is not None and end is not None, f"no withdrawal, or no end: {s}"
+        assert marked < gone < end, s
+        assert any(m.announced and not m.gshut for m in s[:marked]), "first announced unmarked"
 
 
 @pytest.mark.parametrize("speaker", SPEAKERS)
@@ -190,6 +251,6 @@ def test_restart_withdraws_nothing_and_the_new_daemon_takes_over(
 
 
 def _cand(*args: str) -> list[str]:
-    from cand.lab.routers import CAND
+    from cand_testbed.routers import CAND
 
     return [*CAND, *args]

@@ -90,6 +90,8 @@ def test_every_option_is_documented() -> None:
         config.DecisionConfig,
         config.DampingConfig,
         config.NetworkCostConfig,
+        config.IgpCostConfig,
+        config.SmoothingConfig,
         config.DataplaneConfig,
         config.ServiceConfig,
         config.ServiceDefaults,
@@ -104,3 +106,37 @@ def test_every_option_is_documented() -> None:
 
     missing += [f"LinuxOptions.{f.name}" for f in fields(LinuxOptions) if f"`{f.name}`" not in doc]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("network_cost", "field", "reason"),
+    [
+        ({"source": "ospf"}, "network_cost.source", "'static' or 'igp'"),
+        ({"sources": {"nope": "igp"}}, "network_cost.sources", "not an IP address"),
+        ({"sources": {"fc00::2": "static"}}, "network_cost.sources", "no entry in"),
+        ({"igp": {"scale": 0}}, "network_cost.igp.scale", "greater than 0"),
+        ({"igp": {"follow": "sid"}}, "network_cost.igp.follow", "'locator' or 'router_id'"),
+        ({"igp": {"protocols": []}}, "network_cost.igp.protocols", "at least one"),
+        ({"smoothing": {"method": "mean"}}, "network_cost.smoothing.method", "'ewma'"),
+        ({"smoothing": {"min_change": -1}}, "network_cost.smoothing.min_change", "greater"),
+    ],
+)
+def test_network_cost_errors_name_the_field(
+    network_cost: dict[str, Any], field: str, reason: str
+) -> None:
+    d = example()
+    d["network_cost"] = network_cost
+    found = problems(d)
+    assert field in found, found
+    assert reason in found[field], found
+
+
+def test_network_cost_sources_reach_the_engine() -> None:
+    d = example()
+    d["network_cost"] = {"source": "igp", "static": {"fc00::3": 4.0}, "sources": {"fc00::4": "igp"}}
+    eng = config.parse(d).engine_config()
+    from cand.model import RouterId
+
+    assert eng.source_for(RouterId.parse("fc00::3")) == "static"
+    assert eng.source_for(RouterId.parse("fc00::4")) == "igp"
+    assert eng.source_for(RouterId.parse("fc00::9")) == "igp"

@@ -74,3 +74,23 @@ def test_forget_only_when_quiet() -> None:
     dm.forget(K)
     assert dm.next_deadline() is None
     assert dm.offer(K, route(1), 1.0) == []  # still tracked: nothing new
+
+
+def test_a_tick_at_the_reported_deadline_releases_what_waits() -> None:
+    """Found by the steering simulator: with sent_at and the interval such that
+    `now - sent_at >= interval` rounds to false at `now = sent_at + interval`, the damper
+    named a deadline at which it then released nothing (a fake clock looped forever)."""
+    import random
+
+    from cand.engine.damping import Damper, DampingParams
+    from tests.helpers import key, route
+
+    rng = random.Random(7)
+    for _ in range(500):
+        d = Damper(DampingParams(threshold=1, min_interval=rng.uniform(0.01, 3.0)))
+        t0 = rng.uniform(0, 1e5)
+        d.offer(key(1), route(1, cpu=0.1), t0)
+        d.offer(key(1), route(1, cpu=0.9), t0 + 0.001)
+        due = d.next_deadline()
+        assert due is not None
+        assert d.due(due), (t0, d.params.min_interval)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import struct
 
 import pytest
 from hypothesis import given
@@ -32,12 +33,109 @@ def test_srh_header_matches_an_independent_encoder() -> None:
     assert len(ours) == 40 + 8 + 32
 
 
-def test_program_shape() -> None:
-    code = srv6_bpf.encap_program(srv6_bpf.srh_header(SRC, [SID]))
-    assert len(code) % 8 == 0
+STACK, CTX = 1 << 32, 1 << 40  # where the little interpreter below puts r10 and the skb
+
+
+def run_program(
+    code: bytes, inner: bytes, fail: int | None = None
+) -> tuple[int, bytes, int, bytes]:
+    """Runs the LWT program the way the kernel would, for the instructions it uses: returns
+    (verdict, the packet afterwards, skb->mark, what `bpf_lwt_push_encap` was handed: the
+    kernel's GSO check reads its byte 6). The helpers act on a packet held here;
+    `fail` is the helper number that returns an error."""
     insns = [code[i : i + 8] for i in range(0, len(code), 8)]
-    assert insns[-1][0] == 0x95 and insns[-3][0] == 0x95  # both paths exit
-    assert any(i[0] == 0x85 and int.from_bytes(i[4:], "little") == 73 for i in insns)
+    reg = dict.fromkeys(range(11), 0)
+    reg[1], reg[10] = CTX, STACK
+    stack = bytearray(512)
+    skb = {"len": len(inner), "mark": 0xCA000001}
+    packet = bytearray(inner)
+    pushed = b""
+
+    def mem(addr: int, n: int) -> slice:
+        assert addr >= STACK - 512 and addr + n <= STACK, "stack access out of range"
+        return slice(addr - STACK + 512, addr - STACK + 512 + n)
+
+    pc = 0
+    while True:
+        op, regs, off, imm = struct.unpack("<BBhi", insns[pc])
+        dst, src = regs & 0xF, regs >> 4
+        pc += 1
+        if op == 0x18:  # ld_imm64: two slots
+            hi = struct.unpack("<i", insns[pc][4:])[0]
+            reg[dst] = (imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32)
+            pc += 1
+        elif op == 0xBF:
+            reg[dst] = reg[src]
+        elif op == 0xB7:
+            reg[dst] = imm & 0xFFFFFFFFFFFFFFFF
+        elif op == 0x07:
+            reg[dst] = (reg[dst] + imm) & 0xFFFFFFFFFFFFFFFF
+        elif op == 0xDC:
+            assert imm == 16
+            reg[dst] = int.from_bytes((reg[dst] & 0xFFFF).to_bytes(2, "big"), "little")
+        elif op in (0x7B, 0x6B):  # stx dw / h
+            n = 8 if op == 0x7B else 2
+            stack[mem(reg[dst] + off, n)] = (reg[src] & ((1 << 8 * n) - 1)).to_bytes(n, "little")
+        elif op == 0x72:  # st b
+            stack[mem(reg[dst] + off, 1)] = bytes([imm & 0xFF])
+        elif op == 0x61:  # ldx w from the skb
+            assert reg[src] == CTX and off == srv6_bpf.SKB_LEN
+            reg[dst] = skb["len"]
+        elif op == 0x62:  # st w into the skb
+            assert reg[dst] == CTX and off == srv6_bpf.SKB_MARK
+            skb["mark"] = imm
+        elif op == 0x85:
+            assert reg[1] == CTX
+            if imm == fail:
+                reg[0] = -93 & 0xFFFFFFFFFFFFFFFF  # -EPROTONOSUPPORT
+            elif imm == srv6_bpf.BPF_FUNC_LWT_PUSH_ENCAP:
+                assert reg[2] == srv6_bpf.BPF_LWT_ENCAP_IP
+                pushed = bytes(stack[mem(reg[3], reg[4])])
+                packet[:0] = pushed
+                reg[0] = 0
+            elif imm == srv6_bpf.BPF_FUNC_SKB_STORE_BYTES:
+                assert reg[5] == 0
+                packet[reg[2] : reg[2] + reg[4]] = stack[mem(reg[3], reg[4])]
+                reg[0] = 0
+            else:
+                raise AssertionError(f"unexpected helper {imm}")
+            for r in range(1, 6):
+                reg[r] = 0xDEAD  # clobbered by a call
+        elif op == 0x55:
+            if reg[dst] != imm & 0xFFFFFFFFFFFFFFFF:
+                pc += off
+        elif op == 0x95:
+            return reg[0], bytes(packet), skb["mark"], pushed
+        else:
+            raise AssertionError(f"opcode {op:#x} not modelled")
+
+
+@pytest.mark.parametrize("segments", [1, 2, 3])
+def test_program_puts_the_srh_on_the_wire_and_hides_it_from_the_gso_check(segments: int) -> None:
+    path = [SID] + [ipaddress.IPv6Address(f"fc00:0:{4 + i}::1") for i in range(segments - 1)]
+    header = srv6_bpf.srh_header(SRC, path)
+    pushed = srv6_bpf.pushed_header(header)
+    assert pushed[6] == 41 and header[6] == 43 and pushed[7:] == header[7:]
+    code = srv6_bpf.encap_program(header)
+    inner = bytes(range(200))
+    verdict, packet, mark, handed = run_program(code, inner)
+    assert verdict == srv6_bpf.BPF_LWT_REROUTE and mark == 0
+    assert handed[6] == 41  # what the kernel's GSO check sees: IPv6 in IPv6
+    want = header[:4] + (len(header) - 40 + len(inner)).to_bytes(2, "big") + header[6:]
+    assert packet == want + inner  # byte-exact: next header 43 again, payload length filled
+    for helper in (srv6_bpf.BPF_FUNC_LWT_PUSH_ENCAP, srv6_bpf.BPF_FUNC_SKB_STORE_BYTES):
+        assert run_program(code, inner, fail=helper)[0] == srv6_bpf.BPF_DROP
+
+
+def test_program_without_srh_pushes_once() -> None:
+    plain = srv6_bpf.srh_header(SRC, [SID])[:40]  # an outer header whose next header is not 43
+    plain = plain[:6] + bytes([41]) + plain[7:]
+    assert srv6_bpf.pushed_header(plain) == plain
+    code = srv6_bpf.encap_program(plain)
+    verdict, packet, _, _ = run_program(code, b"x" * 60)
+    assert verdict == srv6_bpf.BPF_LWT_REROUTE and packet[40:] == b"x" * 60
+    assert 9 not in {int.from_bytes(code[i + 4 : i + 8], "little") for i in range(0, len(code), 8)
+                     if code[i] == 0x85}  # fmt: skip
     with pytest.raises(ValueError, match="multiple of 8"):
         srv6_bpf.encap_program(b"\0" * 60)  # not a multiple of 8
 

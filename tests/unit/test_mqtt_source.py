@@ -56,3 +56,17 @@ def test_wills_are_held_back_live_briefly_retained_longer() -> None:
     goodbye = wire.encode(InstanceState.DOWN, Metrics(), 30, 1.0, epoch=29)
     got = s.handle(TOPIC, goodbye, None)
     assert got is not None and got.hold == 0  # a clean goodbye is not held
+
+
+def test_falling_behind_counts_as_a_possible_loss_once_per_episode() -> None:
+    """While our queue is a quarter full the broker's queue for us drops in silence: that
+    episode alone must lead to a resync, even if no instance's seq ever shows a gap."""
+    s = source()
+    q = s._queue_type()(16)
+    before = s._losses()
+    for i in range(12):
+        q.put_nowait(i)  # type: ignore[arg-type]
+    assert s.status()["fell_behind"] == 1 and s._losses() == before + 1
+    s._behind = False  # what the resync loop does once the backlog is drained
+    q.put_nowait(99)  # type: ignore[arg-type]
+    assert s.status()["fell_behind"] == 2

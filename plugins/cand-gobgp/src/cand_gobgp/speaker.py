@@ -14,7 +14,15 @@ already runs on the socket: then its paths are adopted, and those cand does not 
 within `adopt_grace` seconds are withdrawn. A gobgpd that an earlier cand started (found by
 its pid file) is adopted as cand's own: a later stop ends it.
 
-Stopping (`stop`): STOP withdraws every path and waits until no peer's adj-RIB-out holds one
+The paths cand wants are kept in an `AdjRibOut`; every `rib_out_check` seconds the speaker
+lists gobgpd's local RIB (`ListPath`, table GLOBAL, the paths with no neighbour) and puts any
+drift right: a path of cand's deleted behind its back (`gobgp global rib del`) is added again,
+a Dyncast path cand does not want (added by hand, or a second copy) is deleted, one with other
+attributes is replaced. Paths that do not decode as Dyncast routes are not cand's: left alone.
+
+Stopping (`stop`): STOP first, with `bgp.graceful_shutdown` > 0, announces every path again
+with GRACEFUL_SHUTDOWN (RFC 8326) and waits that long (receivers move new flows elsewhere);
+then it withdraws every path and waits until no peer's adj-RIB-out holds one
 of them any more, then ends gobgpd; RESTART leaves gobgpd and its sessions as they are.
 """
 
@@ -33,13 +41,14 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from cand.adapters.speaker_setup import SpeakerSetup
-from cand.broker import Backoff
+from cand.backoff import Backoff
 from cand.config import Config
-from cand.engine.events import PeerDown, PeerSynced, RouteLearned
+from cand.engine.events import PathsAdopted, PeerDown, PeerSynced, RouteLearned
 from cand.model import InstanceKey, InstanceRoute, ServiceId
 from cand.plugins import parse_options
 from cand.ports import Emit, StopMode
 from cand.speaker.adj_rib_in import AdjRibIn, PathId
+from cand.speaker.adj_rib_out import AdjRibOut, reconcile
 from cand.speaker.child import Child, ChildError
 from cand.supervise import input_bug
 from cand.wire import bgp, bgp_update
@@ -66,6 +75,8 @@ class GobgpOptions:
     """gobgpd's own log; empty: beside the socket, `<socket>.log`."""
     adopt_grace: float = 30.0
     sync_quiet: float = 1.0
+    rib_out_check: float = 30.0
+    """Seconds between checks of gobgpd's local RIB against the paths cand wants; 0: never."""
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> GobgpOptions:
@@ -73,7 +84,18 @@ class GobgpOptions:
         for name in ("adopt_grace", "sync_quiet"):
             if not 0 <= getattr(opts, name) <= 3600:
                 raise ValueError(f"bgp.options.{name}: between 0 and 3600 seconds")
+        check = opts.rib_out_check
+        if isinstance(check, bool) or not isinstance(check, int | float):
+            raise ValueError("bgp.options.rib_out_check: a number of seconds")
+        if check != 0 and not RIB_OUT_CHECK_MIN <= check <= RIB_OUT_CHECK_MAX:
+            raise ValueError(
+                f"bgp.options.rib_out_check: 0 (off) or between {RIB_OUT_CHECK_MIN:g} and "
+                f"{RIB_OUT_CHECK_MAX:g} seconds, got {check!r}"
+            )
         return opts
+
+
+RIB_OUT_CHECK_MIN, RIB_OUT_CHECK_MAX = 1.0, 3600.0
 
 
 REFUSED_MEMORY = 4096
@@ -100,7 +122,7 @@ class GobgpSpeaker:
         self.locator_len = setup.locator_len
         self.stub: Any = None
         self.child: Child | None = None
-        self.advertised: dict[InstanceKey, tuple[InstanceRoute, Any]] = {}
+        self.out = AdjRibOut()  # the paths cand wants gobgpd to announce
         self.adopted: dict[InstanceKey, Any] = {}
         self.peers: dict[str, _PeerView] = {}
         self.rejected: dict[str, int] = {}  # malformed received paths, by reason
@@ -110,12 +132,19 @@ class GobgpSpeaker:
             "learned": 0,
             "malformed": 0,
             "rpc_errors": 0,
+            "rib_out_checks": 0,
+            "drift_announced": 0,
+            "drift_withdrawn": 0,
+            "graceful_shutdown": 0,
         }
         self._dirty: dict[str, set[ServiceId]] = {}
         self._resync: set[str] = set()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._stopping = False
+        # advertise, withdraw and the RIB-out check, one at a time: a check must never send
+        # a route that a later advertise has already replaced
+        self._out_lock = asyncio.Lock()
 
     @classmethod
     def from_config(cls, config: Config) -> GobgpSpeaker:
@@ -137,10 +166,12 @@ class GobgpSpeaker:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(emit), name="gobgp-watch")
                 tg.create_task(self._reconcile_loop(emit), name="gobgp-read")
-                if self.adopted:
-                    tg.create_task(self._expire_adopted(), name="gobgp-adopt")
+                if self.adopted:  # the engine withdraws what nobody confirms in time
+                    await emit(PathsAdopted(frozenset(self.adopted), self.opts.adopt_grace))
                 if self.child is not None:
                     tg.create_task(self._supervise(), name="gobgp-supervise")
+                if self.opts.rib_out_check > 0:
+                    tg.create_task(self._check_loop(), name="gobgp-rib-out")
         finally:
             await channel.close()
 
@@ -252,6 +283,14 @@ class GobgpSpeaker:
         """cand restarted, gobgpd did not: keep its paths until cand confirms or drops them."""
         for n in self.bgp.neighbors:
             self.peers[n.address] = _PeerView(AdjRibIn(n.address))
+        for route, p in await self._local_paths():
+            self.adopted[route.key] = p
+        log.info("event=gobgp_adopted paths=%d", len(self.adopted))
+
+    async def _local_paths(self) -> list[tuple[InstanceRoute, Any]]:
+        """What gobgpd itself originates in cand's families (no neighbour), as Dyncast routes
+        with their gRPC paths; paths that do not decode are not cand's and are left out."""
+        out = []
         for afi, safi in FAMILIES.values():
             req = pb.ListPathRequest(
                 table_type=pb.GLOBAL,
@@ -267,20 +306,61 @@ class GobgpSpeaker:
                         route = self._decode(p, p.nlri_binary)
                     except bgp.CodecError:
                         continue
-                    self.adopted[route.key] = p
-        log.info("event=gobgp_adopted paths=%d", len(self.adopted))
+                    out.append((route, p))
+        return out
 
-    async def _expire_adopted(self) -> None:
-        await asyncio.sleep(self.opts.adopt_grace)
-        for key, path in list(self.adopted.items()):
-            if key not in self.advertised:
-                await self._rpc(
-                    self.stub.DeletePath(
-                        pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
-                    )
-                )
-                log.info("event=gobgp_adopted_withdrawn instance=%s", key)
-        self.adopted.clear()
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.rib_out_check)
+            if not self._stopping:
+                await self.check_rib_out()
+
+    async def check_rib_out(self) -> None:
+        """List gobgpd's local RIB and send what closes the gap to the wanted one."""
+        async with self._out_lock:
+            if self._stopping:
+                return
+            try:
+                held = await self._local_paths()
+            except grpc.aio.AioRpcError as e:
+                # gobgpd is away (being restarted): the restart re-announces everything
+                self.counters["rpc_errors"] += 1
+                log.warning("event=gobgp_rib_out_list_failed code=%s", e.code())
+                return
+            self.counters["rib_out_checks"] += 1
+            actual: dict[InstanceKey, InstanceRoute] = {}
+            listed: dict[InstanceKey, Any] = {}
+            extra: list[tuple[InstanceKey, Any]] = []
+            for route, p in held:
+                if route.key in self.adopted:
+                    continue  # kept until cand confirms or drops it (adopt_grace)
+                if route.key in actual or p.identifier != bgp.path_id(route.key):
+                    extra.append((route.key, p))  # a second copy, under another identifier
+                    continue
+                actual[route.key] = route
+                listed[route.key] = p
+            diff = reconcile(self.out.routes(), actual)
+            if not diff and not extra:
+                return
+            missing = sum(k not in actual for k, _ in diff.announce)
+            log.warning(
+                "event=gobgp_rib_out_drift missing=%d changed=%d unwanted=%d copies=%d",
+                missing,
+                len(diff.announce) - missing,
+                len(diff.withdraw),
+                len(extra),
+            )
+            for _key, route in diff.announce:
+                path = self._path(route)
+                if await self._rpc(
+                    self.stub.AddPath(pb.AddPathRequest(table_type=pb.GLOBAL, path=path))
+                ):
+                    self.counters["drift_announced"] += 1
+            for key, p in [*((k, listed[k]) for k in diff.withdraw), *extra]:
+                log.info("event=gobgp_rib_out_unwanted instance=%s id=%d", key, p.identifier)
+                req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=p.family, path=p)
+                if await self._rpc(self.stub.DeletePath(req)):
+                    self.counters["drift_withdrawn"] += 1
 
     async def _supervise(self) -> None:
         """gobgpd died: start it again and re-announce everything (peers' graceful restart
@@ -296,9 +376,7 @@ class GobgpSpeaker:
             try:
                 await self._ensure_gobgpd()
                 await self._configure()
-                routes = [r for r, _ in self.advertised.values()]
-                self.advertised.clear()
-                await self.advertise(routes)
+                await self.advertise(list(self.out.routes().values()))
             except (RuntimeError, grpc.aio.AioRpcError) as e:
                 # it did not come back: try again later; established flows do not depend on
                 # it (the kernel keeps steering them) and peers keep our paths meanwhile
@@ -317,7 +395,9 @@ class GobgpSpeaker:
             log.info("event=gobgp_left_running pid=%s", self.child.pid if self.child else None)
             return
         if self.stub is not None and self._ready.is_set():
-            keys = list(self.advertised) + list(self.adopted)
+            if self.bgp.graceful_shutdown > 0 and len(self.out):
+                await self._graceful_shutdown(self.bgp.graceful_shutdown)
+            keys = list(self.out) + list(self.adopted)
             if keys:
                 before = await self._sent()
                 await self.withdraw(keys)
@@ -326,6 +406,25 @@ class GobgpSpeaker:
             await self.child.stop()
             with contextlib.suppress(FileNotFoundError):
                 Path(self.opts.socket).unlink()
+
+    async def _graceful_shutdown(self, wait: float) -> None:
+        """Every wanted path once more with GRACEFUL_SHUTDOWN; until the peers have it, and
+        at least `wait` seconds, before the withdrawals follow."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        before = await self._sent()
+        async with self._out_lock:
+            for route in self.out.graceful_shutdown().values():
+                req = pb.AddPathRequest(table_type=pb.GLOBAL, path=self._path(route))
+                if await self._rpc(self.stub.AddPath(req)):
+                    self.counters["graceful_shutdown"] += 1
+        log.info(
+            "event=bgp_graceful_shutdown paths=%d wait=%gs",
+            self.counters["graceful_shutdown"],
+            wait,
+        )
+        await self._flushed(before, timeout=wait)
+        await asyncio.sleep(max(0.0, wait - (loop.time() - start)))
 
     async def _sent(self) -> dict[str, tuple[int, int]]:
         """Per established peer: UPDATEs gobgpd has written to the session, and its output
@@ -373,26 +472,28 @@ class GobgpSpeaker:
 
     async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
         await self._ready.wait()
-        for route in routes:
-            path = self._path(route)
-            # desired state first: if gobgpd is down, the restarted one gets it from here
-            self.advertised[route.key] = (route, path)
-            self.adopted.pop(route.key, None)
-            if await self._rpc(
-                self.stub.AddPath(pb.AddPathRequest(table_type=pb.GLOBAL, path=path))
-            ):
-                self.counters["advertised"] += 1
+        async with self._out_lock:
+            for route in routes:
+                path = self._path(route)
+                # desired state first: if gobgpd is down, the restarted one gets it from here
+                self.out.set(route)
+                self.adopted.pop(route.key, None)
+                if await self._rpc(
+                    self.stub.AddPath(pb.AddPathRequest(table_type=pb.GLOBAL, path=path))
+                ):
+                    self.counters["advertised"] += 1
 
     async def withdraw(self, keys: Sequence[InstanceKey]) -> None:
         await self._ready.wait()
-        for key in keys:
-            held = self.advertised.pop(key, None)
-            path = held[1] if held is not None else self.adopted.pop(key, None)
-            if path is None:
-                continue
-            req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
-            if await self._rpc(self.stub.DeletePath(req)):
-                self.counters["withdrawn"] += 1
+        async with self._out_lock:
+            for key in keys:
+                held = self.out.remove(key)
+                path = self._path(held) if held is not None else self.adopted.pop(key, None)
+                if path is None:
+                    continue
+                req = pb.DeletePathRequest(table_type=pb.GLOBAL, family=path.family, path=path)
+                if await self._rpc(self.stub.DeletePath(req)):
+                    self.counters["withdrawn"] += 1
 
     async def _rpc(self, call: Any) -> bool:
         """One gRPC call; a failure is logged and counted, and the periodic state (desired
@@ -538,12 +639,13 @@ class GobgpSpeaker:
             "gobgpd_pid": self.child.pid if self.child is not None else None,
             "peers_established": sum(v.established for v in self.peers.values()),
             "peers": len(self.peers),
+            "rib_out": len(self.out),
             **self.counters,
             "rejected": dict(self.rejected),
         }
 
     def routes(self) -> dict[str, Any]:
-        return {"advertised": [r.to_json() for r, _ in self.advertised.values()]}
+        return {"advertised": [r.to_json() for r in self.out.routes().values()]}
 
 
 def _prefix_service(p: Any) -> ServiceId | None:

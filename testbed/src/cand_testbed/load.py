@@ -1,7 +1,7 @@
 """Client load for labs: new HTTP connections at a steady rate, and long-lived keep-alive
 connections that make one request a second, each answer printed as one JSON line.
 
-    python -m cand.lab.load --dsid 2001:db8:5::1 --rate 5 --keep 2 --duration 30
+    python -m cand_testbed.load --dsid 2001:db8:5::1 --rate 5 --keep 2 --duration 30
     {"t": 0.21, "dsid": "2001:db8:5::1", "kind": "new", "conn": 3, "served_by": "web-2",
      "peer": "2001:db8:5::1", "local": "2001:db8:5::1", "ms": 1.4}
 
@@ -58,7 +58,8 @@ def _ms(start: float) -> float:
 
 
 def emit(t0: float, dsid: str, kind: str, conn: int, got: dict[str, Any]) -> None:
-    row = {"t": round(time.monotonic() - t0, 3), "dsid": dsid, "kind": kind, "conn": conn}
+    now = time.monotonic()  # one clock for every namespace: `at` lines up with the lab's events
+    row = {"t": round(now - t0, 3), "at": round(now, 4), "dsid": dsid, "kind": kind, "conn": conn}
     print(json.dumps({**row, **got}), flush=True)
 
 
@@ -111,7 +112,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def cli() -> None:
-    p = argparse.ArgumentParser(prog="python -m cand.lab.load", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m cand_testbed.load", description=__doc__)
     p.add_argument("--dsid", action="append", required=True, help="a D-SID (repeatable)")
     p.add_argument("--rate", type=float, default=5.0, help="new connections per second")
     p.add_argument("--keep", type=int, default=0, help="long-lived connections per D-SID")

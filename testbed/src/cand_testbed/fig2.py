@@ -5,6 +5,7 @@ both use it, so what the demo shows is what the tests check.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -20,7 +21,7 @@ from typing import Any
 from cand.api import ApiError, request
 from cand.lab import clab
 
-LAB_DIR = Path(__file__).resolve().parents[2] / "labs" / "dyncast-fig2"
+LAB_DIR = Path(__file__).resolve().parents[3] / "labs" / "dyncast-fig2"  # the repository's labs/
 WEB, APP = "2001:db8:5::1", "2001:db8:5::2"
 INSTANCES = {
     "web-2": (WEB, "2001:db8:2a::10", "dr2"),
@@ -108,7 +109,7 @@ class Fig2:
         return found
 
     def kill_instance(self, instance: str) -> None:
-        for pid in self.pids(instance, "cand.lab.instance"):
+        for pid in self.pids(instance, "cand_testbed.instance"):
             os.kill(pid, signal.SIGKILL)
 
     def start_instance(self, instance: str) -> None:
@@ -160,7 +161,7 @@ class Fig2:
 
     def once(self, client: str, dsid: str) -> dict[str, Any]:
         out = subprocess.run(
-            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand.lab.load",
+            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand_testbed.load",
              "--dsid", dsid, "--once"],
             capture_output=True, text=True, timeout=30,
         ).stdout  # fmt: skip
@@ -178,10 +179,129 @@ class Fig2:
     ) -> subprocess.Popen[str]:
         args = [a for d in dsids for a in ("--dsid", d)]
         p = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand.lab.load", *args,
-             "--rate", str(rate), "--keep", str(keep), "--duration", str(duration),
+            ["ip", "netns", "exec", self.ns(client), sys.executable, "-m", "cand_testbed.load",
+             *args, "--rate", str(rate), "--keep", str(keep), "--duration", str(duration),
              "--every", str(every)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         self.spawned.append(p)  # type: ignore[arg-type]
         return p
+
+    # --- benchmark helpers --------------------------------------------------------------------
+
+    def sh(self, node: str, *cmd: str) -> str:
+        """Runs one command in a node and returns its output; fails if the command fails."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(node), *cmd], capture_output=True, text=True, check=True
+        ).stdout
+
+    def spawn(self, node: str, *cmd: str, text: bool = True) -> subprocess.Popen[Any]:
+        """A long-running program in a node, its stdout piped back; `down` kills it."""
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(node), *cmd],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=text, start_new_session=True,
+        )  # fmt: skip
+        self.spawned.append(p)
+        return p
+
+    def probe(self, node: str, *args: str) -> subprocess.Popen[str]:
+        """This module's own probes (`python -m cand_testbed.fig2 sink|connect|flows`) in a node."""
+        return self.spawn(node, sys.executable, "-m", "cand_testbed.fig2", *args)
+
+    def route_natively(self) -> None:
+        """Routes the edge sites' instance subnets (the D-BIDs) on rr, so that a client can
+        reach an instance by its own address with plain IPv6 forwarding, over the same hops as
+        the steered path (client, ingress, rr, egress, instance): the benchmarks' baseline."""
+        for router, uplink in (("dr2", "fc00:2::1"), ("dr3", "fc00:3::1")):
+            for _, binding, where in INSTANCES.values():
+                if where == router:
+                    net = binding.rsplit("::", 1)[0] + "::/64"
+                    self.sh("rr", "ip", "-6", "route", "replace", net, "via", uplink)
+
+
+# --- probes, run inside a node by Fig2.probe ----------------------------------------------------
+
+
+def sink(port: int) -> None:
+    """A bare TCP listener: accepts and closes, so that a connection's set-up is all the kernel's
+    (no server work, no load report on every connection as the lab instances make)."""
+    with socket.socket(socket.AF_INET6) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::", port))
+        s.listen(4096)
+        print("listening", flush=True)
+        while True:
+            c, _ = s.accept()
+            c.close()
+
+
+def connect_times(targets: list[str], n: int, port: int, gap: float) -> None:
+    """`n` rounds of one TCP connect to each target in turn (the order rotates every round, so
+    that no target always goes first); prints one JSON line per target with the connect()
+    times in microseconds and the count of failures. Each connection is reset on close (no
+    TIME_WAIT left behind)."""
+    times: dict[str, list[float]] = {t: [] for t in targets}
+    failed = dict.fromkeys(targets, 0)
+    linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    for i in range(n):
+        k = i % len(targets)
+        for t in targets[k:] + targets[:k]:
+            with socket.socket(socket.AF_INET6) as s:
+                s.settimeout(2.0)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                start = time.perf_counter_ns()
+                try:
+                    s.connect((t, port))
+                except OSError:
+                    failed[t] += 1
+                    continue
+                times[t].append((time.perf_counter_ns() - start) / 1000)
+        if gap:
+            time.sleep(gap)
+    for t in targets:
+        print(json.dumps({"target": t, "us": times[t], "failed": failed[t]}), flush=True)
+
+
+def flows(dsid: str, gap: float, port: int) -> None:
+    """New connections one after the other, a request on each, until killed: one JSON line
+    per connection with its start (`time.monotonic()`, the same clock in every namespace) and
+    the instance that answered (null on failure)."""
+    from cand_testbed.load import once
+
+    async def run() -> None:
+        while True:
+            t = time.monotonic()
+            got = await once(dsid, port, timeout=1.0)
+            print(json.dumps({"t": t, "served_by": got.get("served_by")}), flush=True)
+            await asyncio.sleep(max(0.0, gap - (time.monotonic() - t)))
+
+    asyncio.run(run())
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(prog="python -m cand_testbed.fig2", description="lab probes")
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("sink")
+    s.add_argument("--port", type=int, default=8080)
+    c = sub.add_parser("connect")
+    c.add_argument("targets", nargs="+")
+    c.add_argument("-n", type=int, default=1000)
+    c.add_argument("--port", type=int, default=8080)
+    c.add_argument("--gap", type=float, default=0.0)
+    f = sub.add_parser("flows")
+    f.add_argument("dsid")
+    f.add_argument("--gap", type=float, default=0.005)
+    f.add_argument("--port", type=int, default=80)
+    a = p.parse_args()
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+        if a.what == "sink":
+            sink(a.port)
+        elif a.what == "connect":
+            connect_times(a.targets, a.n, a.port, a.gap)
+        else:
+            flows(a.dsid, a.gap, a.port)
+
+
+if __name__ == "__main__":
+    cli()

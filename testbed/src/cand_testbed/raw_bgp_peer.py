@@ -3,7 +3,7 @@ UPDATE messages it is given, byte for byte, however malformed; it checks nothing
 nothing beyond OPEN and KEEPALIVE. Not a speaker, a test tool: what a broken or hostile
 router could put on the wire.
 
-    python -m cand.lab.raw_bgp_peer --connect ADDR --source ADDR --messages FILE
+    python -m cand_testbed.raw_bgp_peer --connect ADDR --source ADDR --messages FILE
 
 FILE holds one UPDATE per line in hex, with `{pid}` where the ADD-PATH path identifier goes
 (4 bytes if the peer negotiated ADD-PATH receive, nothing otherwise). The peer logs each event

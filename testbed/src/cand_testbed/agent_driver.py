@@ -21,7 +21,7 @@ class AgentProcess:
             ns,
             sys.executable,
             "-m",
-            "cand.lab.agent_driver",
+            "cand_testbed.agent_driver",
             f"mqtt://127.0.0.1:{port}",
             service,
             binding,

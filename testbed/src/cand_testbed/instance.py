@@ -1,7 +1,7 @@
 """A real service instance for labs: an HTTP server that answers with who served the request,
 and reports its load through the metric agent (D-MA) like any service that imports it.
 
-    python -m cand.lab.instance --name web-2 --service 2001:db8:5::1 \\
+    python -m cand_testbed.instance --name web-2 --service 2001:db8:5::1 \\
         --binding 2001:db8:2a::10 --broker "mqtt://[2001:db8:2a::1]:1883" \\
         --control /run/cand/fig2/web-2.ctl
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cand.agent import MetricAgent
 
-log = logging.getLogger("cand.lab.instance")
+log = logging.getLogger("cand_testbed.instance")
 
 
 class Instance:
@@ -110,7 +110,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def cli() -> None:
-    p = argparse.ArgumentParser(prog="python -m cand.lab.instance", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m cand_testbed.instance", description=__doc__)
     p.add_argument("--name", required=True)
     p.add_argument("--service", required=True, help="the D-SID")
     p.add_argument("--binding", required=True, help="this instance's D-BID")

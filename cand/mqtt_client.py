@@ -7,7 +7,6 @@ drift apart. Kept free of the daemon's config so services can import the agent a
 from __future__ import annotations
 
 import asyncio
-import random
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,18 +89,3 @@ def read_secret(path: Path | None) -> str | None:
     if path is None:
         return None
     return path.read_text().strip()
-
-
-class Backoff:
-    """Jittered exponential backoff for reconnects: 0.1 s doubling to `cap`, +-50 %."""
-
-    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
-        self.first, self.cap, self.next = first, cap, first
-
-    def delay(self) -> float:
-        d = self.next * random.uniform(0.5, 1.5)
-        self.next = min(self.cap, self.next * 2)
-        return d
-
-    def reset(self) -> None:
-        self.next = self.first

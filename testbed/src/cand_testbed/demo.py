@@ -1,6 +1,6 @@
 """The demo: the Figure-2 lab with real clients steered to real instances, as a live table.
 
-    sudo .venv/bin/python -m cand.lab.demo      (scripts/demo sets up and runs it)
+    sudo .venv/bin/python -m cand_testbed.demo      (scripts/demo sets up and runs it)
 
 Two clients (c1 behind D-Router 1, c2 behind D-Router 2) open new HTTP connections to both
 services several times a second and keep a few long-lived connections open. The table shows,
@@ -22,8 +22,8 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from cand.lab.fig2 import APP, INSTANCES, WEB, Fig2
 from cand.lab.netns import netns_available
+from cand_testbed.fig2 import APP, INSTANCES, WEB, Fig2
 
 CLIENTS = ("c1", "c2")
 WINDOW = 3.0

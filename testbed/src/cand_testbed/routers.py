@@ -11,6 +11,7 @@ from typing import Any
 
 from cand.api import ApiError, request
 from cand.lab.netns import Topology
+from cand_testbed.mosquitto import Mosquitto
 
 SERVICE = "2001:db8:5::1"
 CAND = [sys.executable, "-m", "cand.cli"]
@@ -85,17 +86,12 @@ def start_cand(topo: Topology, ns: str, conf: Path, tmp: Path, name: str) -> Pat
 
 
 def start_mosquitto(topo: Topology, ns: str, tmp: Path, port: int = 1883) -> int:
-    conf = tmp / f"mosq-{ns}.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")
+    conf = Mosquitto(dir=tmp, port=port, persistence=False).write_conf(f"mosq-{ns}")
     topo.spawn(ns, "mosquitto", "-c", str(conf))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if (
-            topo.exec(
-                ns, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}", check=False
-            ).returncode
-            == 0
-        ):
+        probe = topo.exec(ns, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}", check=False)
+        if probe.returncode == 0:
             return port
         time.sleep(0.05)
     raise TimeoutError("mosquitto did not start")

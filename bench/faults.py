@@ -1,0 +1,290 @@
+"""Faults under load: every connection accounted for while daemons, brokers, sessions, links
+and instances fail in the Figure-2 lab (root; a few minutes).
+
+    sudo .venv/bin/python -m bench.faults [--repeat 3] [--only NAME] [--speaker gobgp]
+    sudo .venv/bin/python -m bench.faults --soak 30     # minutes of random faults
+
+While c1 keeps long-lived connections to both services (one request every 0.2 s each) and
+opens new ones at a steady rate, each fault is injected at a random moment, held, repaired,
+and every connection is accounted for: established ones broken, new ones failed, new ones that
+went to an instance the fault made dead or draining, and how long dr1's service table was
+not what the fault called for. The baseline is the same load with no fault, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cand_testbed.faults import Fault, every_fault
+from cand_testbed.fig2 import APP, INSTANCES, WEB, Fig2
+
+from bench.common import RESULTS, save, table
+from cand.api import ApiError
+from cand.lab.netns import netns_available
+
+D_BID = {name: binding for name, (_, binding, _) in INSTANCES.items()}
+
+
+@dataclass
+class Trial:
+    fault: str
+    injected: float = 0.0
+    repaired: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[tuple[float, dict[str, set[str]]]] = field(default_factory=list)
+    error: str | None = None
+
+
+def wanted(unusable: frozenset[str]) -> dict[str, set[str]]:
+    """dr1's table as the fault calls for: every instance but the unusable ones."""
+    out: dict[str, set[str]] = {WEB: set(), APP: set()}
+    for name, (svc, binding, _) in INSTANCES.items():
+        if name not in unusable:
+            out[svc].add(binding)
+    return out
+
+
+async def usable(lab: Fig2) -> dict[str, set[str]]:
+    return {s: {b for b, w in bs.items() if w > 0} for s, bs in (await lab.weights("dr1")).items()}
+
+
+async def trial(lab: Fig2, fault: Fault | None, duration: float, rate: float, keep: int) -> Trial:
+    t = Trial(fault.name if fault else "no fault (baseline)")
+    load = lab.load("c1", [WEB, APP], rate=rate, keep=keep, duration=duration, every=0.2)
+    start = time.monotonic()
+
+    stop = asyncio.Event()
+
+    async def watch() -> None:  # ends on `stop`, never by cancel: nothing can swallow that
+        while not stop.is_set():
+            with contextlib.suppress(ApiError):  # dr1's cand down: its kernel state steers
+                t.tables.append((time.monotonic(), await usable(lab)))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        if fault is not None:
+            await asyncio.sleep(random.uniform(1.5, max(1.6, duration - fault.hold - 4.0)))
+            t.injected = time.monotonic()
+            await fault.inject(lab)
+            await asyncio.sleep(fault.hold)
+            await fault.repair(lab)
+            t.repaired = time.monotonic()
+            await until_ready(lab)
+    except (RuntimeError, OSError, ApiError, TimeoutError) as e:
+        t.error = repr(e)
+    finally:
+        out, _ = await asyncio.to_thread(load.communicate)
+        stop.set()
+        await watcher
+    t.rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    if time.monotonic() - start < duration:
+        t.error = t.error or "the load ended early"
+    return t
+
+
+async def until_ready(lab: Fig2, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if await usable(lab) == wanted(frozenset()):
+                return
+        except ApiError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("dr1 did not steer to every instance again")
+        await asyncio.sleep(0.1)
+
+
+def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
+    """One trial's connections, by outcome."""
+    long_conns = {r["conn"] for r in t.rows if r["kind"] == "long"}
+    broken = {r["conn"] for r in t.rows if r["kind"] == "long" and r["served_by"] is None}
+    new = [r for r in t.rows if r["kind"] == "new"]
+    failed = [r for r in new if r["served_by"] is None]
+    bad_names = fault.unusable if fault else frozenset()
+    # a new flow may still reach the instance until cand has noticed (the failure target)
+    to_bad = [
+        r for r in new
+        if r["served_by"] in bad_names and t.injected <= r["at"] <= t.repaired
+    ]  # fmt: skip
+    want = wanted(bad_names)
+    bad = {D_BID[n] for n in bad_names}
+
+    def wrong(tab: dict[str, set[str]]) -> bool:
+        """Weight on an instance the fault made unusable, or none for a service that has a
+        usable one (a policy may weigh fewer than all: min-cost picks one)."""
+        return any(tab.get(s, set()) & bad or (want[s] and not tab.get(s)) for s in want)
+
+    window = [(at, tab) for at, tab in t.tables if t.injected and t.injected <= at <= t.repaired]
+    right_after = None
+    if bad_names:  # wrong until cand notices: how long, then it must stay right
+        first = next((i for i, (_, tab) in enumerate(window) if not wrong(tab)), None)
+        if first is not None:
+            right_after = (window[first][0] - t.injected) * 1000
+            window = window[first:]
+    wrong_samples = [at for at, tab in window if wrong(tab)]
+    return {
+        "fault": t.fault,
+        "control_plane": fault.control_plane if fault else True,
+        "established": len(long_conns),
+        "established_broken": len(broken),
+        "new": len(new),
+        "new_failed": len(failed),
+        "new_to_unusable": len(to_bad),
+        "ms_until_steering_right": right_after,
+        "table_samples_wrong": len(wrong_samples),
+        "error": t.error,
+    }
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["fault"], []).append(r)
+    out = []
+    for name, rs in by.items():
+        ms = [r["ms_until_steering_right"] for r in rs if r["ms_until_steering_right"] is not None]
+        out.append(
+            {
+                "fault": name,
+                "control_plane": rs[0]["control_plane"],
+                "runs": len(rs),
+                "established_broken": sum(r["established_broken"] for r in rs),
+                "established": sum(r["established"] for r in rs),
+                "new_failed": sum(r["new_failed"] for r in rs),
+                "new": sum(r["new"] for r in rs),
+                "new_to_unusable": sum(r["new_to_unusable"] for r in rs),
+                "max_ms_until_steering_right": max(ms) if ms else None,
+                "errors": [r["error"] for r in rs if r["error"]],
+            }
+        )
+    return out
+
+
+def plot(t: Trial, path: Path) -> Path | None:
+    """Connection outcomes over time for one trial (ok / failed, new / long-lived)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return None
+    t0 = min(r["at"] for r in t.rows)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for kind, y in (("long", 1), ("new", 0)):
+        ok = [r["at"] - t0 for r in t.rows if r["kind"] == kind and r["served_by"]]
+        bad = [r["at"] - t0 for r in t.rows if r["kind"] == kind and not r["served_by"]]
+        ax.scatter(ok, [y] * len(ok), s=4, marker="|", color="tab:green")
+        ax.scatter(bad, [y] * len(bad), s=30, marker="x", color="tab:red")
+    if t.injected:
+        ax.axvspan(t.injected - t0, t.repaired - t0, color="tab:orange", alpha=0.2)
+    ax.set_yticks([0, 1], ["new", "established"])
+    ax.set_xlabel("seconds")
+    ax.set_title(f"{t.fault}: every request (x = failed), fault shaded")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def soak_sample(lab: Fig2) -> dict[str, Any]:
+    pid = lab.pids("dr1", "cand.cli run")[0]
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:"))
+    fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    tasks = asyncio.run(lab.api("dr1", "status")).get("tasks")
+    return {"at": time.time(), "rss_kb": rss, "fds": fds, "tasks": tasks}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", help="run only faults whose name contains one of these (a,b,..)")
+    ap.add_argument("--speaker", default="gobgp", choices=("gobgp", "exabgp"))
+    ap.add_argument("--duration", type=float, default=14.0, help="seconds of load per trial")
+    ap.add_argument("--rate", type=float, default=10.0, help="new connections/s per D-SID")
+    ap.add_argument("--keep", type=int, default=3, help="long-lived connections per D-SID")
+    ap.add_argument("--soak", type=float, default=0.0, help="minutes of random faults")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    why = netns_available()
+    if why:
+        sys.exit(f"bench.faults: {why}")
+    random.seed(a.seed)
+    only = a.only.split(",") if a.only else []
+    faults = [f for f in every_fault(a.speaker) if not only or any(o in f.name for o in only)]
+    lab = Fig2(a.speaker)
+    lab.up()
+    rows: list[dict[str, Any]] = []
+    soak: list[dict[str, Any]] = []
+    try:
+        asyncio.run(lab.wait_ready())
+        base = asyncio.run(trial(lab, None, a.duration, a.rate, a.keep))
+        rows.append(account(base, None))
+        shown: Trial | None = None
+        plan = [f for f in faults for _ in range(a.repeat)]
+        deadline = time.monotonic() + a.soak * 60
+        while plan or time.monotonic() < deadline:
+            f = plan.pop(0) if plan else random.choice(faults)
+            t = asyncio.run(trial(lab, f, a.duration, a.rate, a.keep))
+            rows.append(account(t, f))
+            print(json.dumps(rows[-1]), flush=True)
+            if shown is None and f.unusable and t.rows:
+                shown = t
+            if a.soak:
+                soak.append(soak_sample(lab))
+    finally:
+        lab.down()
+    summary = summarize(rows)
+    print(
+        table(
+            ("fault", "runs", "established broken", "new failed", "new to dead/draining", "ms"),
+            [
+                (
+                    s["fault"], s["runs"], f"{s['established_broken']}/{s['established']}",
+                    f"{s['new_failed']}/{s['new']}", s["new_to_unusable"],
+                    s["max_ms_until_steering_right"] or "",
+                )
+                for s in summary
+            ],
+        )
+    )  # fmt: skip
+    results = Path(os.environ.get("CAND_BENCH_RESULTS", RESULTS))
+    results.mkdir(parents=True, exist_ok=True)
+    png = plot(shown, results / "faults.png") if shown is not None else None
+    path = save(
+        "faults",
+        {
+            "command": "python -m bench.faults " + " ".join(sys.argv[1:]),
+            "speaker": a.speaker,
+            "repeat": a.repeat,
+            "duration": a.duration,
+            "rate": a.rate,
+            "keep": a.keep,
+            "summary": summary,
+            "trials": rows,
+            "soak": soak,
+            "plot": str(png) if png else None,
+        },
+    )
+    print(f"written: {path}")
+    errors = [r for r in rows if r["error"]]
+    if errors:
+        sys.exit(f"bench.faults: {len(errors)} trial(s) could not run: {errors[0]['error']}")
+
+
+if __name__ == "__main__":
+    main()
