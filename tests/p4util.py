@@ -1,13 +1,12 @@
 """P4 test scaffolding: the toolchain check, the compiled program, and a BMv2 switch in a
 namespace, stopped by PID whatever the test does.
 
-In CI (CI=true) or with CAND_REQUIRE_P4=1 a missing toolchain fails the test; elsewhere it
-skips, naming what is missing.
+In CI (CI=true) or with CAND_REQUIRE_NETNS=1 a missing toolchain fails the test, as a missing
+privilege does (tests.conftest.strict); elsewhere it skips, naming what is missing.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,22 +16,15 @@ import pytest
 from cand_p4 import toolchain
 
 from cand.lab.netns import Topology
+from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "p4" / "build"
 
 
-def strict_p4() -> bool:
-    return os.environ.get("CAND_REQUIRE_P4") == "1" or os.environ.get("CI") == "true"
-
-
 def need_p4(*tools: str) -> None:
     why = toolchain.missing(*tools)
-    if why is None:
-        return
-    if strict_p4():
-        pytest.fail(f"required in CI: {why}")
-    pytest.skip(why)
+    need(why is None, why or "")
 
 
 @dataclass(frozen=True)
