@@ -210,7 +210,10 @@ parser CandParser(packet_in pkt, out headers_t hdr, inout metadata_t meta,
         }
     }
     state parse_segment {
-        pkt.extract(hdr.segments.next);       // more than MAX_SEGMENTS: StackOutOfBounds
+        // more than MAX_SEGMENTS: error.StackOutOfBounds, and ingress drops the packet (a
+        // limit of this program, not of SRv6). TOFINO: the parser loop is unrolled by the
+        // compiler; keep MAX_SEGMENTS small there.
+        pkt.extract(hdr.segments.next);
         meta.parse_segments = meta.parse_segments - 1;
         transition select(meta.parse_segments) {
             0: parse_after_srh;
@@ -335,6 +338,8 @@ control CandIngress(inout headers_t hdr, inout metadata_t meta, inout standard_m
     /* The Dyncast binding table: one entry per flow, installed by the control plane from the
      * digest, aged out by idle timeout (the service's affinity timeout). A hit pins the flow:
      * a weight change rewrites only the selector, never these entries. */
+    /* TOFINO: a 296-bit exact key (two addresses, proto, two ports) fits an SRAM exact-match
+     * table, but 65536 entries of it is a sizing decision per chip. */
     table binding {
         key = {
             meta.fk_src:   exact @name("src");
@@ -452,7 +457,15 @@ control CandIngress(inout headers_t hdr, inout metadata_t meta, inout standard_m
             drop();                           // neighbour discovery is the control plane's
             exit;
         }
+        // every field read below is set here first: v1model zeroes metadata, P4_16 does not
+        // promise it (TOFINO: metadata is not zeroed without @pa_auto_init_metadata)
         meta.route_dst = hdr.ipv6.dst;
+        meta.l4_sport = 0;
+        meta.l4_dport = 0;
+        meta.fk_sport = 0;
+        meta.fk_dport = 0;
+        meta.target_kind = 0;
+        meta.nat = NAT_NONE;
         bool decapsulated = false;
 
         if (hdr.srh.isValid() && hdr.srh.segments_left != 0) {
@@ -490,7 +503,9 @@ control CandIngress(inout headers_t hdr, inout metadata_t meta, inout standard_m
                 }
                 if (!binding.apply().hit) {
                     if (new_flow.apply().hit) {
-                        digest<new_flow_t>(1, {   // TOFINO: Digest<new_flow_t> in the deparser
+                        // TOFINO: set ig_dprsr_md.digest_type here and pack the
+                        // Digest<new_flow_t> extern in the ingress deparser
+                        digest<new_flow_t>(1, {
                             meta.fk_src, meta.fk_dst, meta.fk_proto, meta.fk_sport,
                             meta.fk_dport, meta.service_id, meta.target, meta.target_kind });
                     } else if (meta.default_route == 0) {
