@@ -98,11 +98,8 @@ def rig(topo: Topology, tmp_path: Path) -> Rig:
     need_p4("p4c-bm2-ss", "simple_switch_grpc")
     program = compile_program(tmp_path / "build")
     sw, h1, h2 = topo.ns("sw"), topo.ns("h1"), topo.ns("h2")
-    # Topology.link names veths after id(addr_a): keep both address strings alive so the
-    # two links cannot get the same name
-    addrs = (f"{H1}/64", f"{H2}/64")
-    h1_if, sw1 = topo.link(h1, addrs[0], sw, "fc00:1::1/64")
-    h2_if, sw2 = topo.link(h2, addrs[1], sw, "fc00:2::1/64")
+    h1_if, sw1 = topo.link(h1, f"{H1}/64", sw, "fc00:1::1/64")
+    h2_if, sw2 = topo.link(h2, f"{H2}/64", sw, "fc00:2::1/64")
     # the switch namespace's kernel must not forward (or answer) anything itself: only BMv2
     topo.exec(sw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
     for ifname in (sw1, sw2):
