@@ -152,6 +152,8 @@ class LinuxDataplane:
         self.dsid_routes: dict[ServiceId, DsidRoute] = {}  # the tunnel table (id `base`)
         # the tunnel map: slot mark -> the tunnel its entry is (None: not an entry cand writes)
         self.tunnels: dict[int, Tunnel | None] = {}
+        self.stale: set[int] = set()  # entries of a tunnel in other bytes (encap_source, layout)
+        self.reread = False  # a batch failed: what the kernel holds is read before the next one
         self.tunnel_dev: dict[int, str] = {}  # where each tunnel's SID is routed (not read back)
         self.tmap: srv6_bpf.TunnelMap | None = None
         self.local_sids: set[ipaddress.IPv6Address] = set()
@@ -183,6 +185,8 @@ class LinuxDataplane:
     # --- the Dataplane port -----------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
+        m = self.marks
+        log.info("event=linux_marks base=%#x mask=%#x slots=%d", m.base, m.mask, m.size)
         await self.reconcile()
         while True:
             await asyncio.sleep(self.opts.reconcile_interval)
@@ -207,7 +211,7 @@ class LinuxDataplane:
                 self.entries.pop(e.service, None)
                 changed.add(e.service)
         async with self.lock:
-            if not self.read_once:
+            if not self.read_once or self.reread:
                 await self._read()
             await self._sync(changed, full=False)
 
@@ -220,7 +224,11 @@ class LinuxDataplane:
                 self.counters["errors"] += 1
                 log.error("event=linux_read_failed error=%r", str(e))
                 return
-            await self._sync(set(self.entries), full=True)
+            try:
+                await self._sync(set(self.entries), full=True)
+            except (k.KernelError, OSError, RuntimeError) as e:  # the next round retries
+                self.counters["errors"] += 1
+                log.error("event=linux_reconcile_failed error=%r", str(e))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -277,6 +285,7 @@ class LinuxDataplane:
                 routes[int(table)] = DeliveryRoute(ipaddress.IPv6Address(r["gateway"]), r["dev"])
         self.routes, self.dsid_routes, self.local_sids = routes, dsids, local
         self._read_map()
+        self.reread = False
         sids, chains, maps, nat = await self._read_nft()
         self.chains, self.affinity_maps = chains, maps
         if not self.read_once:
@@ -300,15 +309,22 @@ class LinuxDataplane:
         except srv6_bpf.BpfError as e:
             raise k.KernelError(f"reading the tunnel map: {e}") from None
         self.tunnels = {mark: self._tunnel_of(value) for mark, value in entries.items()}
+        self.stale = {
+            m for m, t in self.tunnels.items() if t is not None and self._value(t) != entries[m]
+        }
 
     def _tunnel_of(self, value: bytes) -> Tunnel | None:
-        """The tunnel a map value is, if it is exactly what cand writes for it now."""
+        """The tunnel a map value is: its D-SID and first segment, even if this run would
+        write other bytes for it (another `encap_source`: `stale`, rewritten in place), so
+        that its mark stays with the instance its flows' conntrack marks lead to."""
         parsed = srv6_bpf.parse_tunnel_value(value)
         if parsed is None:
             return None
         dsid, header = parsed
-        t = Tunnel(ServiceId.parse(str(dsid)), srv6_bpf.first_segment(header))
-        return t if self._value(t) == value else None
+        try:
+            return Tunnel(ServiceId.parse(str(dsid)), srv6_bpf.first_segment(header))
+        except ValueError:
+            return None
 
     async def _read_nft(
         self,
@@ -349,6 +365,8 @@ class LinuxDataplane:
         for mark, t in self.tunnels.items():
             if t is not None:
                 found.append((mark, ("tunnel", t.service, t.sid)))
+            else:  # not one cand can read: its number is given to no one until it is removed
+                self.slots.adopt(("unreadable", mark), mark)
         for mark, route in self.routes.items():
             if isinstance(route, TunnelRoute):
                 found.append((mark, ("tunnel", route.service, route.sid)))
@@ -512,29 +530,12 @@ class LinuxDataplane:
         dsids: dict[ServiceId, DsidRoute] = {}
         try:
             if tunnels:
-                tmap = self._tunnel_map()
-                put = {m: t for m, (t, _) in tunnels.items() if self.tunnels.get(m) != t}
-                try:  # the values are built only for what is written
-                    srv6_bpf.map_update(tmap.map_fd, {m: self._value(t) for m, t in put.items()})
-                except srv6_bpf.BpfError as e:
+                try:
+                    tunnels, dsids = self._put_tunnels(tunnels, lines, pins)
+                except (srv6_bpf.BpfError, OSError) as e:  # bpffs, map or program: next round
                     self.counters["errors"] += 1
                     log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
-                    put = {}
-                    tunnels = {m: t for m, t in tunnels.items() if m in self.tunnels}
-                self.tunnels.update(put)
-                self.counters["installed"] += len(put)
-                self.tunnel_dev.update({m: dev for m, (_, dev) in tunnels.items()})
-                dsids = self._dsid_routes(tunnels, tmap.name)
-                todo = {s: r for s, r in dsids.items() if self.dsid_routes.get(s) != r}
-                if todo:
-                    pin = self._pin(tmap, pins)
-                    for service, r in sorted(todo.items()):
-                        lines.append(
-                            f"route replace {service}/128 proto {p} table {self.marks.base} "
-                            f"encap bpf xmit pinned {pin} dev {r.dev}"
-                        )
-                if not self.tunnel_rule:
-                    lines.append(self._tunnel_rule_line("add"))
+                    tunnels = {}
             for mark, route in sorted(routes.items()):
                 if self.routes.get(mark) == route:
                     continue
@@ -560,9 +561,43 @@ class LinuxDataplane:
         if ok:
             self.dsid_routes.update(dsids)
             self.tunnel_rule = self.tunnel_rule or bool(tunnels)
+        else:  # `-force` went on past the failed line: what did go in is read back first
+            self.reread = True
         self.routes.update(routes)
         self.rules |= set(routes)
         self.local_sids |= delivered
+
+    def _put_tunnels(
+        self, tunnels: dict[int, tuple[Tunnel, str]], lines: list[str], pins: list[Path]
+    ) -> tuple[dict[int, tuple[Tunnel, str]], dict[ServiceId, DsidRoute]]:
+        """The map entries that differ, written; the lines for the D-SID routes and the tunnel
+        rule that the tunnels in the map need. Returns the tunnels now in the map."""
+        p = self.opts.proto
+        tmap = self._tunnel_map()
+        put = {m: t for m, (t, _) in tunnels.items() if self.tunnels.get(m) != t or m in self.stale}
+        try:  # the values are built only for what is written
+            srv6_bpf.map_update(tmap.map_fd, {m: self._value(t) for m, t in put.items()})
+        except srv6_bpf.BpfError as e:
+            self.counters["errors"] += 1
+            log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
+            put = {}
+            tunnels = {m: t for m, t in tunnels.items() if self.tunnels.get(m) == t[0]}
+        self.tunnels.update(put)
+        self.stale -= set(put)
+        self.counters["installed"] += len(put)
+        self.tunnel_dev.update({m: dev for m, (_, dev) in tunnels.items()})
+        dsids = self._dsid_routes(tunnels, tmap.name)
+        todo = {s: r for s, r in dsids.items() if self.dsid_routes.get(s) != r}
+        if todo:
+            pin = self._pin(tmap, pins)
+            for service, r in sorted(todo.items()):
+                lines.append(
+                    f"route replace {service}/128 proto {p} table {self.marks.base} "
+                    f"encap bpf xmit pinned {pin} dev {r.dev}"
+                )
+        if not self.tunnel_rule:
+            lines.append(self._tunnel_rule_line("add"))
+        return tunnels, dsids
 
     def _tunnel_rule_line(self, verb: str) -> str:
         base, prio = self.marks.base, self.opts.rule_priority + 1
@@ -654,6 +689,12 @@ class LinuxDataplane:
         self.chains = set(services)
         self.affinity_maps = (self.affinity_maps - set(stale_maps)) | wanted_maps
 
+    def _converted(self, mark: int) -> bool:
+        """An earlier layout's tunnel slot is carried by the map now: its entry, its D-SID's
+        route and the tunnel rule are all in (only then may its own table and rule go)."""
+        t = self.tunnels.get(mark)
+        return t is not None and self.tunnel_rule and t.service in self.dsid_routes
+
     async def _remove(self, want: dict[int, Tunnel | Delivery], holding: bool) -> None:
         """Everything cand holds that nothing wants. A per-slot table and rule stays only for a
         wanted delivery slot (or one adopted, while holding), and for an earlier layout's
@@ -663,7 +704,9 @@ class LinuxDataplane:
         p, prio = self.opts.proto, self.opts.rule_priority
         held = {self.slots.by_id.get(i) for i in self.adopted} if holding else set()
         legacy = {m for m, r in self.routes.items() if isinstance(r, TunnelRoute)}
-        unconverted = {m for m in legacy if isinstance(want.get(m), Tunnel)} - set(self.tunnels)
+        unconverted = {
+            m for m in legacy if isinstance(want.get(m), Tunnel) and not self._converted(m)
+        }
         delivery = {m for m in set(self.routes) | self.rules if isinstance(want.get(m), Delivery)}
         keep_table = unconverted | ((delivery | held) - legacy)
         lines = []
@@ -694,13 +737,15 @@ class LinuxDataplane:
             try:
                 srv6_bpf.map_delete(self.tmap.map_fd, gone_tunnels)
                 self.counters["removed"] += len(gone_tunnels)
-            except srv6_bpf.BpfError as e:
+                for mark in gone_tunnels:
+                    self.tunnels.pop(mark, None)
+            except srv6_bpf.BpfError as e:  # the delete stops at its first failure
                 self.counters["errors"] += 1
                 log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
-                with contextlib.suppress(k.KernelError):
-                    self._read_map()  # what is left is read back
-            for mark in gone_tunnels:
-                self.tunnels.pop(mark, None)
+                try:
+                    self._read_map()  # what is left is read back, and keeps its slots
+                except k.KernelError:
+                    self.reread = True
         for mark in (set(self.routes) | self.rules) - keep_table:
             self.routes.pop(mark, None)
             self.rules.discard(mark)
