@@ -204,15 +204,18 @@ parser CandParser(packet_in pkt, out headers_t hdr, inout metadata_t meta,
     state parse_srh {
         pkt.extract(hdr.srh);
         meta.parse_segments = hdr.srh.last_entry + 1;
-        transition select(hdr.srh.routing_type, hdr.srh.hdr_ext_len == (hdr.srh.last_entry + 1) << 1) {
-            (SRH_TYPE, true): parse_segment;
-            default: accept;                  // TLVs or another routing type: not decapsulated
+        // more than MAX_SEGMENTS, TLVs or another routing type: not looked into (and not
+        // decapsulated here); the packet is forwarded on its outer destination
+        transition select(hdr.srh.routing_type,
+                          hdr.srh.hdr_ext_len == (hdr.srh.last_entry + 1) << 1,
+                          hdr.srh.last_entry) {
+            (SRH_TYPE, true, 0 .. (MAX_SEGMENTS - 1)): parse_segment;
+            default: accept;
         }
     }
     state parse_segment {
-        // more than MAX_SEGMENTS: error.StackOutOfBounds, and ingress drops the packet (a
-        // limit of this program, not of SRv6). TOFINO: the parser loop is unrolled by the
-        // compiler; keep MAX_SEGMENTS small there.
+        // at most MAX_SEGMENTS (parse_srh checked last_entry). TOFINO: the parser loop is
+        // unrolled by the compiler; keep MAX_SEGMENTS small there.
         pkt.extract(hdr.segments.next);
         meta.parse_segments = meta.parse_segments - 1;
         transition select(meta.parse_segments) {

@@ -116,7 +116,9 @@ def forward_to_h2(rig: Rig, prefix: str) -> list[Any]:
 
 
 def test_plain_ipv6_forwarding(rig: Rig) -> None:
-    from scapy.all import UDP, Ether, IPv6, Raw
+    """Plain forwarding, and transit SRv6 with more segments than the program looks into:
+    forwarded on the outer destination like any IPv6 packet, not dropped by the parser."""
+    from scapy.all import UDP, Ether, IPv6, IPv6ExtHdrSegmentRouting, Raw
 
     async def main() -> None:
         async with rig.switch() as sw:
@@ -127,8 +129,19 @@ def test_plain_ipv6_forwarding(rig: Rig) -> None:
     sent = Ether(dst=SW_MAC) / IPv6(src=H1, dst=H2, hlim=64) / UDP(sport=4000, dport=53)
     sent = sent / Raw(b"plain forwarding")
     elsewhere = Ether(dst=SW_MAC) / IPv6(src=H1, dst="fc00:9::1") / UDP(sport=4001, dport=53)
-    rig.send(sent, elsewhere)
-    got = [p for p in rig.captured(cap, pcap) if UDP in p and p[UDP].sport in (4000, 4001)]
+    transit = []
+    for count in (2, 6):  # within and past MAX_SEGMENTS (4)
+        segs = [f"fc00:9::{i + 1}" for i in range(count - 1)] + [H2]  # H2 is the active one
+        srh = IPv6ExtHdrSegmentRouting(addresses=segs, segleft=count - 1, nh=17)
+        inner = UDP(sport=4100 + count, dport=53) / Raw(b"transit")
+        transit.append(Ether(dst=SW_MAC) / IPv6(src=H1, dst=H2, hlim=64) / srh / inner)
+    rig.send(sent, elsewhere, *transit)
+    seen = rig.captured(cap, pcap)
+    srv6 = [p for p in seen if IPv6ExtHdrSegmentRouting in p]
+    assert sorted(len(p[IPv6ExtHdrSegmentRouting].addresses) for p in srv6) == [2, 6], seen
+    for p in srv6:  # forwarded as they came, hop limit lowered, the SRH untouched
+        assert p[IPv6].dst == H2 and p[IPv6].hlim == 63 and bytes(p[Raw]) == b"transit"
+    got = [p for p in seen if UDP in p and p[UDP].sport in (4000, 4001)]
     assert len(got) == 1, [p.summary() for p in got]  # no route: dropped
     p = got[0]
     assert p[Ether].src == SW_MAC and p[Ether].dst == rig.h2_mac
