@@ -41,7 +41,7 @@ from typing import Any
 
 from cand.adapters.speaker_setup import SpeakerSetup
 from cand.backoff import Backoff
-from cand.config import Config
+from cand.config import Config, NeighborConfig
 from cand.engine.events import PeerDown, PeerSynced
 from cand.model import InstanceKey, InstanceRoute, RouterId
 from cand.plugins import parse_options
@@ -281,6 +281,12 @@ class ExabgpSpeaker:
                 "}\n"
             )
         return "\n".join(out)
+
+    def live_neighbors(self) -> bool:
+        return False  # not done for ExaBGP yet: `cand restart` applies them (moves no flow)
+
+    async def set_neighbors(self, neighbors: Sequence[NeighborConfig]) -> None:
+        raise NotImplementedError("exabgp: neighbours change with `cand restart`")
 
     async def stop(self, mode: StopMode) -> None:
         """STOP: withdraw every path, wait for ExaBGP's acknowledgements and a moment for the
