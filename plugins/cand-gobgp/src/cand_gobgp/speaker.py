@@ -304,7 +304,10 @@ class GobgpSpeaker:
         withdrawn at once (no graceful restart: the operator removed it). New: AddPeer, and
         gobgpd sends it every path cand announces. Changed: UpdatePeer, which resets the
         session only when the change needs it (gobgpd decides). The rest is left alone."""
-        await self._ready.wait()
+        try:
+            await asyncio.wait_for(self._ready.wait(), 10.0)
+        except TimeoutError:
+            raise RuntimeError("gobgpd is not configured yet (starting?): try again") from None
         old = {n.address: n for n in self.bgp.neighbors}
         new = {n.address: n for n in neighbors}
         for addr in sorted(set(old) - set(new)):
