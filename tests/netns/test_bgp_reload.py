@@ -5,7 +5,6 @@ session that stays is not reset."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,9 @@ from cand_testbed.routers import cand_toml, received, start_cand, start_mosquitt
 from cand.api import request
 from cand.lab.netns import Topology
 from tests.netns.test_bgp_gobgp import BINDING, SERVICE
+from tests.netns.test_rib_out import until
 
 pytestmark = pytest.mark.netns
-
-
-async def until(what: str, check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def test_neighbours_added_removed_and_kept_by_reload(topo: Topology, tmp_path: Path) -> None:
@@ -63,7 +53,7 @@ def test_neighbours_added_removed_and_kept_by_reload(topo: Topology, tmp_path: P
         agent = AgentProcess(topo, e, port, SERVICE, BINDING)
         await asyncio.to_thread(agent.say, "report cpu=0.3")
         for name in ("i1", "i3"):
-            await until(f"the route at {name}", lambda n=name: bindings(n))  # type: ignore[misc]
+            await until(f"the route at {name}", 30, lambda n=name: bindings(n))  # type: ignore[misc]
         assert await bindings("i2") == []  # no session: the egress does not know it
         before = (await request(esock, "status"))["speaker"]
         i3_ups = (await request(socks["i3"], "status"))["speaker"]
@@ -73,13 +63,14 @@ def test_neighbours_added_removed_and_kept_by_reload(topo: Topology, tmp_path: P
         )
         done = await request(esock, "reload")
         assert done["changed"] == ["bgp.neighbors"] and done["needs_restart"] == [], done
-        await until("the route at i2", lambda: bindings("i2"))
+        await until("the route at i2", 30, lambda: bindings("i2"))
         got = await until(
             "the egress's neighbours",
+            30,
             lambda: _if(peers(esock), {"fc00:c::1": True, "fc00:d::1": True}),
         )
         assert got == {"fc00:c::1": True, "fc00:d::1": True}
-        await until("i1's session down", lambda: _if(peers(socks["i1"]), {"fc00:a::3": False}))
+        await until("i1's session down", 30, lambda: _if(peers(socks["i1"]), {"fc00:a::3": False}))
         after = (await request(esock, "status"))["speaker"]
         assert after["gobgpd_pid"] == pid  # the same gobgpd: nothing restarted
         i3_now = (await request(socks["i3"], "status"))["speaker"]
