@@ -45,7 +45,22 @@ def test_every_score_is_within_0_to_10(m: Metrics, p: Normalization) -> None:
     s = normalize(m, p)
     assert 0 <= s.l2 <= 10
     assert all(0 <= v <= 10 for v in s.l1().values())
-    assert s.communication is None  # nothing an instance reports feeds it
+    assert s.communication is None and s.composed is None  # nothing an instance reports feeds them
+
+
+@given(
+    metrics,
+    normalizations(),
+    st.dictionaries(st.sampled_from(("communication", "composed")), st.floats(0, 10), min_size=1),
+)
+def test_composed_and_communication_never_enter_the_egress_composition(
+    m: Metrics, p: Normalization, extra: dict[str, float]
+) -> None:
+    """The documented choice: L2 is composed over the categories scored from L0 (computing,
+    service); a weight for composed or communication is accepted and changes nothing."""
+    mean = dataclasses.replace(p, composition="mean")
+    weighted = dataclasses.replace(mean, weights={**mean.weights, **extra})
+    assert normalize(m, weighted) == normalize(m, mean)
 
 
 @given(normalizations())
@@ -127,7 +142,7 @@ def test_default_is_min_max_of_the_bottleneck() -> None:
         ({"bounds": {"cpu": (0.9, 0.1)}}, "bounds.cpu"),
         ({"bounds": {"fan": (0, 1)}}, "bounds.fan"),
         ({"bounds": {"delay": (-1, 1)}}, "bounds.delay"),
-        ({"weights": {"composed": 1}}, "weights.composed"),
+        ({"weights": {"network": 1}}, "weights.network"),
         ({"weights": {"service": -1}}, "weights.service"),
         ({"method": "z-score"}, "method"),
         ({"composition": "max"}, "composition"),
