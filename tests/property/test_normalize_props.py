@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cand.model import Metrics
+from cand.engine import InstanceReported, Reconfigured
+from cand.engine.service_table import ServiceSpec
+from cand.model import InstanceState, Metrics
 from cand.normalize import (
     CATEGORIES,
     DEFAULT_BOUNDS,
@@ -20,6 +22,7 @@ from cand.normalize import (
     position,
     score,
 )
+from tests.helpers import SVC, engine, key
 from tests.property.strategies import metrics
 
 
@@ -151,3 +154,26 @@ def test_default_is_min_max_of_the_bottleneck() -> None:
 def test_bad_normalization_names_the_field(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Normalization(**kw)  # type: ignore[arg-type]
+
+
+@given(metrics, normalizations(), normalizations())
+def test_a_reload_scores_as_a_fresh_report_would(
+    m: Metrics, before: Normalization, after: Normalization
+) -> None:
+    """After a reload that changes the normalization, every local instance holds the scores
+    the same report would get under the new one: derived again when the egress scored it,
+    as given when the instance scored itself. No new report is needed for either."""
+    report = InstanceReported(key(1), InstanceState.UP, m, 1, ttl=60.0)
+    e = engine(services={SVC: ServiceSpec(SVC, normalization=before)})
+    e.handle(report, 0.0)
+    e.handle(
+        Reconfigured(
+            dataclasses.replace(e.config, services={SVC: ServiceSpec(SVC, normalization=after)})
+        ),
+        1.0,
+    )
+    fresh = engine(services={SVC: ServiceSpec(SVC, normalization=after)})
+    fresh.handle(report, 0.0)
+    got, want = e.rib.local[key(1)].route.metrics, fresh.rib.local[key(1)].route.metrics
+    assert got.cats == want.cats == (m.scores if m.scores is not None else normalize(m, after))
+    assert got.load_permille == want.load_permille and got == want
