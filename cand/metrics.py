@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from cand.normalize import band
+from cand.normalize import CATEGORIES, band
 
 BANDS = ("avoid", "medium", "preferred")
 
@@ -82,6 +82,13 @@ class DaemonCollector(Collector):
             "instances not down, by CATS L2 band: avoid 0-3, medium 4-7, preferred 8-10",
             labels=["service", "band"],
         )
+        l1_bands = GaugeMetricFamily(
+            "cand_service_instances_by_l1_band",
+            "instances not down, by CATS L1 category (computing, communication, service, "
+            "composed) and band of their score; an instance without a category's score is in "
+            "no band of it",
+            labels=["service", "category", "band"],
+        )
         for svc in self.daemon.services_json():
             live = [i for i in svc["instances"] if i["state"] != "down"]
             eligible = [i["l2"] for i in live if i["weight"] > 0]
@@ -91,8 +98,15 @@ class DaemonCollector(Collector):
                 bands.add_metric(
                     [svc["service"], name], sum(1 for i in live if band(i["l2"]) == name)
                 )
+            for category in CATEGORIES:
+                scores = [i["l1"][category] for i in live if category in i.get("l1", {})]
+                for name in BANDS:
+                    l1_bands.add_metric(
+                        [svc["service"], category, name], sum(1 for s in scores if band(s) == name)
+                    )
         yield best
         yield bands
+        yield l1_bands
 
 
 async def serve(daemon: DaemonView, listen: str) -> None:

@@ -1,9 +1,10 @@
 """CATS metric levels: from raw L0 values to L1 category scores and the one L2 score.
 
 The CATS working group's metric document (draft-ietf-cats-metric-definition) describes three
-levels: L0 are raw measurements with units, L1 are normalized scores per category, and L2 is a
-single normalized score per service contact instance. Scores are unsigned integers 0..10 and
-**higher is better**: 0-3 means "do not steer here", 4-7 medium, 8-10 preferred.
+levels: L0 are raw measurements with units, L1 are normalized scores per category (computing,
+communication, service, composed), and L2 is a single normalized score per service contact
+instance. Scores are unsigned integers 0..10 and **higher is better**: 0-3 means "do not steer
+here", 4-7 medium, 8-10 preferred.
 
 cand's L0 values are all "lower is better" (utilisation, fill, delay). Each one is mapped onto
 a position `t` in 0..1 between a configurable `best` and `worst` bound (min-max, the default,
@@ -19,7 +20,16 @@ Categories and their L0 members:
 - computing: cpu, gpu, memory (utilisation, 0..1);
 - communication: nothing an instance reports to cand (the ingress measures network cost
   itself); only an instance that computes its own L1 fills it in;
-- service: sessions / max_sessions, queue / max_queue (fill, 0..1), delay (milliseconds).
+- service: sessions / max_sessions, queue / max_queue (fill, 0..1), delay (milliseconds);
+- composed: nothing an instance reports to cand either. A composed metric spans categories
+  (an end-to-end figure such as compute plus network delay) that only the instance, or a
+  system beside it, can put together: it is an L1 score the instance supplies, never derived
+  here.
+
+The L2 composition runs over the categories scored from L0, so over computing and service
+only: an instance that supplies L1 scores (composed among them) supplies its L2 beside them,
+and that L2 is used as given, never recomposed. Weights for communication and composed are
+accepted, under the draft's names, and have no effect.
 
 Every function here is pure and total on valid `Metrics`; the properties tested are range
 (0..10), direction (an idle instance scores 10, a saturated one 0) and monotonicity (more load
@@ -42,12 +52,13 @@ DO_NOT_STEER_MAX = 3
 """Scores 0..3: the draft's "do not steer here"; 4..7 medium; 8..10 preferred."""
 PREFERRED_MIN = 8
 
-CATEGORIES = ("computing", "communication", "service")
+CATEGORIES = ("computing", "communication", "service", "composed")
 MEMBERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "computing": ("cpu", "gpu", "memory"),
         "communication": (),
         "service": ("sessions", "queue", "delay"),
+        "composed": (),
     }
 )
 L0_NAMES = ("cpu", "gpu", "memory", "sessions", "queue", "delay")
@@ -83,6 +94,7 @@ class Scores:
     computing: int | None = None
     communication: int | None = None
     service: int | None = None
+    composed: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("l2", *CATEGORIES):

@@ -36,6 +36,7 @@ def services(data: list[dict[str, Any]]) -> str:
                 i["sid"],
                 i["state"],
                 _l2(i["l2"]),
+                _metrics(i.get("l1") or {}) or None,
                 i["load_permille"],
                 i["network_cost"] if i.get("reachable", True) else "unreachable",
                 i.get("cost_source"),
@@ -44,9 +45,9 @@ def services(data: list[dict[str, Any]]) -> str:
             )
             for i in svc["instances"]
         ]
-        headers = ("D-BID", "egress", "SRv6 SID", "state", "L2", "load ‰", "net cost", "source")
+        headers = ("D-BID", "egress", "SRv6 SID", "state", "L2", "L1", "load ‰", "net cost")
         body = (
-            table((*headers, "age s", "weight"), rows)
+            table((*headers, "source", "age s", "weight"), rows)
             if rows
             else "  (no instance: new flows get the default action)"
         )

@@ -72,6 +72,7 @@ def decide(
             network_cost=c.network_cost,
             local=c.local,
             reachable=c.reachable,
+            l1=tuple(c.route.metrics.l1().items()),
         )
         for c in sorted(live, key=lambda c: c.key)
     )

@@ -84,6 +84,9 @@ class Choice(NamedTuple):
     network_cost: float
     local: bool
     reachable: bool = True
+    l1: tuple[tuple[str, int], ...] = ()
+    """CATS L1 scores 0..10 by category (computing, communication, service, composed), the
+    known ones, in that order."""
 
     @property
     def binding(self) -> BindingId:
@@ -98,6 +101,7 @@ class Choice(NamedTuple):
             "state": self.state.value,
             "load_permille": self.load_permille,
             "l2": self.l2,
+            "l1": dict(self.l1),
             "network_cost": self.network_cost,
             "local": self.local,
             "reachable": self.reachable,

@@ -101,9 +101,10 @@ CODE_SID = (13, 14, 15, 16)  # the SRv6 SID again, as four 32-bit words, most si
 CODE_BID6 = (17, 18, 19, 20)  # an IPv6 D-BID again, likewise
 CODE_BID4 = 21  # an IPv4 D-BID again
 CODE_L2_SCORE = 22  # CATS L2, 0..10, higher is better
-CODE_L1_SCORES = {23: "computing", 24: "communication", 25: "service"}  # CATS L1, 0..10
+# CATS L1, 0..10; composed came after the delay took 26
+CODE_L1_SCORES = {23: "computing", 24: "communication", 25: "service", 27: "composed"}
 CODE_DELAY_US = 26  # L0 service delay, microseconds
-CODES = range(1, 27)
+CODES = range(1, 28)
 LEGACY_CODES = range(1, 22)
 """What a receiver from before the CATS scores reads; it ignores codes it does not know."""
 _PERMILLE = {CODE_CPU: "cpu", CODE_GPU: "gpu", CODE_MEMORY: "memory"}

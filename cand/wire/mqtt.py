@@ -206,7 +206,9 @@ def _scores(body: dict[str, Any]) -> Scores | None:
         raise PayloadError("schema", "l1 must be an object")
     bad = set(l1) - set(CATEGORIES)
     if bad:
-        raise PayloadError("schema", f"unknown l1 categories {_names(bad)}")
+        raise PayloadError(
+            "schema", f"l1: unknown categories {_names(bad)} (known: {', '.join(CATEGORIES)})"
+        )
     for k, value in l1.items():
         if type(value) is not int:
             raise PayloadError("schema", f"l1.{k} must be a whole number")

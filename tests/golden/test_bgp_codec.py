@@ -110,6 +110,27 @@ def test_scores_an_instance_computed_and_delay_are_golden() -> None:
     assert back == r and back.metrics.l2 == 4 and back.metrics.load_permille == 250
 
 
+def test_the_composed_l1_score_is_code_27_golden() -> None:
+    """The draft's fourth L1 category, as an instance supplied it: code 27, after the delay
+    (26), since 23-25 were taken by the other three categories before it existed."""
+    m = Metrics(cpu=0.25, delay=40.0, scores=Scores(l2=3, computing=8, composed=3))
+    r = InstanceRoute(ROUTE.key, ROUTE.egress, ROUTE.sid, m, seq=ROUTE.seq)
+    lc = {a.type: a for a in bgp.encode_attributes(r, 65000)}[bgp.LARGE_COMMUNITY].value
+    words = [lc[i : i + 12].hex() for i in range(0, len(lc), 12)]
+    assert words[-4:] == [
+        "0000fde80000001600000003",  # L2 3, the instance's own
+        "0000fde80000001700000008",  # L1 computing 8
+        "0000fde80000001a00009c40",  # delay 40 000 microseconds
+        "0000fde80000001b00000003",  # L1 composed 3
+    ]
+    back = bgp.decode_route(r.service, r.egress, lc_attrs(lc), 65000)
+    assert back == r and back.metrics.l1() == {"computing": 8, "composed": 3}
+    # a receiver from before code 27 skips it and reads the rest of the path unchanged
+    old = b"".join(lc[i : i + 12] for i in range(0, len(lc), 12) if lc[i + 7] != 27)
+    before = bgp.decode_route(r.service, r.egress, lc_attrs(old), 65000)
+    assert before.metrics.l1() == {"computing": 8} and before.metrics.l2 == 3
+
+
 def lc_attrs(lc: bytes) -> dict[int, bgp.Attribute]:
     return {
         bgp.LARGE_COMMUNITY: bgp.Attribute(0xC0, bgp.LARGE_COMMUNITY, lc),
@@ -146,6 +167,8 @@ def test_an_old_receiver_reads_the_new_encoding() -> None:
         ({22: 11}, "l2 score 11"),
         ({22: 5, 23: 12}, "computing score 12"),
         ({23: 5}, "without an L2 score"),
+        ({22: 5, 27: 11}, "composed score 11"),
+        ({27: 5}, r"\['composed'\] without an L2 score"),
         ({22: 5, 26: 3_600_000_001}, r"metrics\.delay"),
     ],
 )

@@ -19,6 +19,7 @@ scores = st.builds(
     computing=st.none() | score_values,
     communication=st.none() | score_values,
     service=st.none() | score_values,
+    composed=st.none() | score_values,
 )
 metrics = st.builds(
     Metrics,

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cand.model import Metrics
+from cand.engine import InstanceReported, Reconfigured
+from cand.engine.service_table import ServiceSpec
+from cand.model import InstanceState, Metrics
 from cand.normalize import (
     CATEGORIES,
     DEFAULT_BOUNDS,
@@ -20,6 +22,7 @@ from cand.normalize import (
     position,
     score,
 )
+from tests.helpers import SVC, engine, key
 from tests.property.strategies import metrics
 
 
@@ -45,7 +48,22 @@ def test_every_score_is_within_0_to_10(m: Metrics, p: Normalization) -> None:
     s = normalize(m, p)
     assert 0 <= s.l2 <= 10
     assert all(0 <= v <= 10 for v in s.l1().values())
-    assert s.communication is None  # nothing an instance reports feeds it
+    assert s.communication is None and s.composed is None  # nothing an instance reports feeds them
+
+
+@given(
+    metrics,
+    normalizations(),
+    st.dictionaries(st.sampled_from(("communication", "composed")), st.floats(0, 10), min_size=1),
+)
+def test_composed_and_communication_never_enter_the_egress_composition(
+    m: Metrics, p: Normalization, extra: dict[str, float]
+) -> None:
+    """The documented choice: L2 is composed over the categories scored from L0 (computing,
+    service); a weight for composed or communication is accepted and changes nothing."""
+    mean = dataclasses.replace(p, composition="mean")
+    weighted = dataclasses.replace(mean, weights={**mean.weights, **extra})
+    assert normalize(m, weighted) == normalize(m, mean)
 
 
 @given(normalizations())
@@ -127,7 +145,7 @@ def test_default_is_min_max_of_the_bottleneck() -> None:
         ({"bounds": {"cpu": (0.9, 0.1)}}, "bounds.cpu"),
         ({"bounds": {"fan": (0, 1)}}, "bounds.fan"),
         ({"bounds": {"delay": (-1, 1)}}, "bounds.delay"),
-        ({"weights": {"composed": 1}}, "weights.composed"),
+        ({"weights": {"network": 1}}, "weights.network"),
         ({"weights": {"service": -1}}, "weights.service"),
         ({"method": "z-score"}, "method"),
         ({"composition": "max"}, "composition"),
@@ -136,3 +154,26 @@ def test_default_is_min_max_of_the_bottleneck() -> None:
 def test_bad_normalization_names_the_field(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Normalization(**kw)  # type: ignore[arg-type]
+
+
+@given(metrics, normalizations(), normalizations())
+def test_a_reload_scores_as_a_fresh_report_would(
+    m: Metrics, before: Normalization, after: Normalization
+) -> None:
+    """After a reload that changes the normalization, every local instance holds the scores
+    the same report would get under the new one: derived again when the egress scored it,
+    as given when the instance scored itself. No new report is needed for either."""
+    report = InstanceReported(key(1), InstanceState.UP, m, 1, ttl=60.0)
+    e = engine(services={SVC: ServiceSpec(SVC, normalization=before)})
+    e.handle(report, 0.0)
+    e.handle(
+        Reconfigured(
+            dataclasses.replace(e.config, services={SVC: ServiceSpec(SVC, normalization=after)})
+        ),
+        1.0,
+    )
+    fresh = engine(services={SVC: ServiceSpec(SVC, normalization=after)})
+    fresh.handle(report, 0.0)
+    got, want = e.rib.local[key(1)].route.metrics, fresh.rib.local[key(1)].route.metrics
+    assert got.cats == want.cats == (m.scores if m.scores is not None else normalize(m, after))
+    assert got.load_permille == want.load_permille and got == want

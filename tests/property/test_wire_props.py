@@ -72,7 +72,7 @@ def test_fuzz_near_valid_payloads(body: dict[str, object]) -> None:
         optional={
             "l2": st.integers(-3, 14) | st.floats(allow_nan=True) | st.booleans() | st.none(),
             "l1": st.dictionaries(
-                st.sampled_from(["computing", "communication", "service", "composed"]),
+                st.sampled_from(["computing", "communication", "service", "composed", "network"]),
                 st.integers(-3, 14) | st.floats() | st.text(max_size=2),
                 max_size=4,
             )

@@ -26,6 +26,7 @@ def _route(n: int, **m: Any) -> InstanceRoute:
 
 
 IDLE, BUSY, SELF = _route(1, cpu=0.1), _route(2, cpu=0.97), _route(3, scores=Scores(l2=5))
+COMPOSED = _route(4, scores=Scores(l2=3, service=8, composed=3))  # scored itself, composed too
 
 
 def test_route_json_has_the_draft_names_and_directions() -> None:
@@ -38,7 +39,7 @@ def test_route_json_has_the_draft_names_and_directions() -> None:
 
 
 def _services() -> list[dict[str, Any]]:
-    cands = [Candidate(r, 0.0, False) for r in (IDLE, BUSY, SELF)]
+    cands = [Candidate(r, 0.0, False) for r in (IDLE, BUSY, SELF, COMPOSED)]
     entry = decide(ServiceSpec(SVC), cands, Weighted(PolicyParams()), None, 0.05)
     return [entry.to_json()]
 
@@ -72,8 +73,34 @@ def test_prometheus_exports_l2_scores_per_service() -> None:
     reg.register(DaemonCollector(_View()))  # type: ignore[arg-type]
     svc = str(SVC)
     assert reg.get_sample_value("cand_service_l2_best", {"service": svc}) == 9
-    for band, n in (("avoid", 1), ("medium", 1), ("preferred", 1)):
+    for band, n in (("avoid", 2), ("medium", 1), ("preferred", 1)):
         got = reg.get_sample_value(
             "cand_service_instances_by_l2_band", {"service": svc, "band": band}
         )
         assert got == n
+
+
+def test_the_composed_l1_score_is_shown_and_exported_by_its_draft_name() -> None:
+    j = COMPOSED.to_json()
+    assert (j["l2"], j["l1"]) == (3, {"service": 8, "composed": 3})
+    lines = {line.split()[0]: line for line in show.services(_services()).splitlines()[1:]}
+    assert "L1" in lines["D-BID"]
+    assert "3 avoid" in lines[str(COMPOSED.binding)]
+    assert "service=8,composed=3" in lines[str(COMPOSED.binding)]
+    assert "computing=9" in lines[str(IDLE.binding)]
+    assert "composed=3" in show.routes({"local": [], "received": [{**j, "peer": "r2"}]})
+    reg = CollectorRegistry()
+    reg.register(DaemonCollector(_View()))  # type: ignore[arg-type]
+
+    def n(category: str, band: str) -> float | None:
+        labels = {"service": str(SVC), "category": category, "band": band}
+        return reg.get_sample_value("cand_service_instances_by_l1_band", labels)
+
+    assert (n("composed", "avoid"), n("composed", "medium"), n("composed", "preferred")) == (
+        1,
+        0,
+        0,
+    )
+    assert (n("computing", "avoid"), n("computing", "preferred")) == (1, 1)  # BUSY 0, IDLE 9
+    assert (n("service", "preferred"), n("communication", "avoid")) == (1, 0)
+    assert n("network", "avoid") is None  # only the draft's four categories

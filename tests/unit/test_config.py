@@ -35,6 +35,16 @@ def test_example_is_valid_and_maps_to_engine_config() -> None:
     assert video.normalization.method == "min-max" and video.normalization.composition == "min"
 
 
+def test_every_cats_category_takes_a_weight() -> None:
+    """The draft's four L1 categories, composed included, are the names `weights` knows."""
+    d = example()
+    weights = {"computing": 2, "communication": 0, "service": 1, "composed": 3}
+    d["services"][0]["metrics"] = {"composition": "mean", "weights": weights}
+    sid = ServiceId.parse(d["services"][0]["sid"])
+    spec = config.parse(d, "t.toml").engine_config().services[sid]
+    assert dict(spec.normalization.weights) == weights
+
+
 @pytest.mark.parametrize(
     ("edit", "field", "reason"),
     [
@@ -77,10 +87,10 @@ def test_example_is_valid_and_maps_to_engine_config() -> None:
         ),
         (
             lambda d: d["services"][0].update(
-                metrics={"composition": "mean", "weights": {"composed": 1}}
+                metrics={"composition": "mean", "weights": {"network": 1}}
             ),
             "services[0].metrics.weights",
-            "not a category",
+            "'network' is not a category (computing, communication, service, composed)",
         ),
     ],
 )

@@ -54,6 +54,26 @@ def test_v2_carries_delay_and_the_instances_own_scores_byte_exact() -> None:
     assert r.metrics.scores == Scores(l2=2) and r.metrics.load_permille == 800
 
 
+def test_v2_carries_the_composed_l1_score_byte_exact() -> None:
+    """composed, the draft's fourth L1 category, is one an instance supplies: keys in the
+    order of CATEGORIES, composed last."""
+    m = Metrics(delay=80.0, scores=Scores(l2=4, service=7, composed=4))
+    raw = wire.encode(InstanceState.UP, m, 42, 1700000000.5, 40)
+    assert raw == (
+        b'{"v":2,"seq":42,"epoch":40,"ts":1700000000.5,"state":"up",'
+        b'"metrics":{"capacity":100,"delay":80.0},"l1":{"service":7,"composed":4},"l2":4}'
+    )
+    r = wire.decode(K, raw)
+    assert r.metrics == m and r.metrics.l1() == {"service": 7, "composed": 4}
+    assert r.metrics.scores is not None and r.metrics.scores.composed == 4
+
+
+def test_an_unknown_l1_category_is_refused_naming_the_field() -> None:
+    with pytest.raises(wire.PayloadError, match=r"l1: unknown categories 'network'") as e:
+        wire.decode(K, b'{"v":2,"seq":1,"ts":1,"state":"up","l2":3,"l1":{"network":3}}')
+    assert e.value.reason == "schema"
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -70,7 +90,8 @@ def test_v2_carries_delay_and_the_instances_own_scores_byte_exact() -> None:
         (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":true}', "schema"),
         (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":null}', "schema"),
         (b'{"v":2,"seq":1,"ts":1,"state":"up","l1":{"service":3}}', "schema"),
-        (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":3,"l1":{"composed":3}}', "schema"),
+        (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":3,"l1":{"network":3}}', "schema"),
+        (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":3,"l1":{"composed":11}}', "range"),
         (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":3,"l1":{"service":"3"}}', "schema"),
         (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":3,"l1":{"service":30}}', "range"),
         (b'{"v":2,"seq":1,"ts":1,"state":"up","l2":3,"l1":[3]}', "schema"),
@@ -136,12 +157,17 @@ def test_agent_reports_its_own_scores_as_v2_and_goes_back() -> None:
         out.append(wire.encode(agent.state, agent._metrics, 2, 1.0))
         await agent.report(l2=None)
         out.append(wire.encode(agent.state, agent._metrics, 3, 1.0))
-        for bad in ({"l2": 11}, {"l2": 3, "l1": {"composed": 1}}):
+        await agent.report(l2=2, l1={"composed": 2})
+        out.append(wire.encode(agent.state, agent._metrics, 4, 1.0))
+        await agent.report(l2=None)
+        for bad in ({"l2": 11}, {"l2": 3, "l1": {"network": 1}}, {"l2": 3, "l1": {"composed": 11}}):
             with pytest.raises(ModelError):
                 await agent.report(**bad)
         return out
 
-    v1, v2, back = asyncio.run(run())
+    v1, v2, back, composed = asyncio.run(run())
+    assert composed.endswith(b'"l1":{"composed":2},"l2":2}')
+    assert wire.decode(K, composed).metrics.l1() == {"composed": 2}
     assert v1.startswith(b'{"v":1') and back.startswith(b'{"v":1')
     assert v2.startswith(b'{"v":2') and v2.endswith(b'"l1":{"service":4},"l2":4}')
     assert wire.decode(K, v2).metrics.l2 == 4
