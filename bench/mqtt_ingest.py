@@ -1,18 +1,23 @@
 """Metric ingestion: D-MA publish -> rib event latency, and sustained messages/s.
 
-    .venv/bin/python -m bench.mqtt_ingest [--messages 10000] [--rate 1000]
+    .venv/bin/python -m bench.mqtt_ingest [--messages 10000] [--rate 1000] [--profile FILE.svg]
 
 A publisher process sends reports for 10 services x 10 instances through a real mosquitto.
 Measured twice in the same run: a bare aiomqtt subscriber (the baseline: broker and client
 alone), then the cand daemon (validation, sequencing, engine, effects). Latency is receive
 time minus the `ts` the publisher wrote, both from this machine's clock. Paced at --rate for
-latency; then unpaced for throughput.
+latency; then unpaced for throughput. After each flood, "latest state lost" is the share of
+instances whose newest report is not what the receiver ended with (the rib, for cand), and
+"CPU per message" is the receiving process's CPU time over the messages it took: the cost
+alone, whatever else the machine runs. With --profile, py-spy records a daemon flood of
+3 x --messages and writes a flame graph (py-spy is in the `bench` extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,9 +29,11 @@ from pathlib import Path
 import aiomqtt
 
 from bench.common import mosquitto, save, summary, table
+from bench.mqtt_publisher import last_seqs
 from cand import config as configmod
 from cand.daemon import Daemon
 from cand.engine import Effect, Event, InstanceReported
+from cand.model import InstanceKey
 from cand.wire import mqtt as wire
 from cand.wiring import build_adapters
 
@@ -34,8 +41,8 @@ SERVICES = 10
 PER_SERVICE = 10
 
 
-def publish(port: int, n: int, rate: float) -> subprocess.Popen[bytes]:
-    args = [str(port), str(n), str(rate), str(SERVICES), str(PER_SERVICE)]
+def publish(port: int, n: int, rate: float, base: int) -> subprocess.Popen[bytes]:
+    args = [str(port), str(n), str(rate), str(SERVICES), str(PER_SERVICE), str(base)]
     return subprocess.Popen([sys.executable, "-m", "bench.mqtt_publisher", *args])
 
 
@@ -44,9 +51,14 @@ class Run:
     """What one phase saw: latency per message and when each arrived."""
 
     sent: int
+    base: int = field(default_factory=lambda: int(time.time() * 1000))
     latency: list[float] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    final: dict[InstanceKey, int] = field(default_factory=dict)
+    """Each instance's seq as the receiver ended with it."""
+    cpu: float = 0.0
+    """The receiving process's CPU seconds from the first message to the last."""
 
     def add(self, origin_ts: float) -> None:
         self.latency.append(time.time() - origin_ts)
@@ -62,16 +74,28 @@ class Run:
     def delivered(self) -> float:
         return len(self.arrivals) / self.sent
 
+    @property
+    def latest_lost(self) -> float:
+        """Share of instances whose newest report the receiver does not hold."""
+        want = last_seqs(self.sent, self.base, SERVICES, PER_SERVICE)
+        return sum(self.final.get(k) != seq for k, seq in want.items()) / len(want)
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / len(self.arrivals) * 1e6 if self.arrivals else float("nan")
+
     async def until_done(self, proc: subprocess.Popen[bytes], idle: float = 1.0) -> None:
         """All messages arrived, or the publisher is done and nothing came for `idle` s
         (a broker drops QoS 1 messages beyond its queue limit for a slow subscriber)."""
+        start = time.process_time()
         while len(self.arrivals) < self.sent:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), idle)
             except TimeoutError:
                 if proc.poll() is not None:
-                    return
+                    break
+        self.cpu = time.process_time() - start
 
 
 async def baseline(port: int, n: int, rate: float) -> Run:
@@ -82,10 +106,12 @@ async def baseline(port: int, n: int, rate: float) -> Run:
         async def consume() -> None:
             async for msg in c.messages:
                 raw = msg.payload if isinstance(msg.payload, bytes) else b""
-                run.add(wire.decode(wire.parse_topic(msg.topic.value), raw).ts)
+                report = wire.decode(wire.parse_topic(msg.topic.value), raw)
+                run.final[report.key] = report.seq
+                run.add(report.ts)
 
         reader = asyncio.create_task(consume())
-        proc = publish(port, n, rate)
+        proc = publish(port, n, rate, run.base)
         try:
             await run.until_done(proc)
         finally:
@@ -120,9 +146,10 @@ async def through_daemon(port: int, n: int, rate: float) -> Run:
         await daemon.ready.wait()
         while not daemon.adapters.sources[0].status()["connected"]:
             await asyncio.sleep(0.01)
-        proc = publish(port, n, rate)
+        proc = publish(port, n, rate, run.base)
         try:
             await run.until_done(proc)
+            run.final = {k: e.route.seq for k, e in daemon.engine.rib.local.items()}
         finally:
             proc.wait()
             task.cancel()
@@ -130,11 +157,26 @@ async def through_daemon(port: int, n: int, rate: float) -> Run:
     return run
 
 
+def profile(out: str, messages: int) -> None:
+    """A daemon flood recorded by py-spy, as a flame graph at `out`."""
+    me = [sys.executable, "-m", "bench.mqtt_ingest", "--messages", str(messages)]
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    spy = [py_spy, "record", "-r", "400", "-o", out, "--"]
+    subprocess.run([*spy, *me, "--_profiled"], check=True)
+    print(f"flame graph: {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=10_000)
     ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--profile", help="write a py-spy flame graph of a daemon flood here")
+    ap.add_argument("--_profiled", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a._profiled:  # the process py-spy records: the daemon's flood only
+        with mosquitto() as port:
+            asyncio.run(through_daemon(port, a.messages, 0))
+        return
     with mosquitto() as port:
         b_paced = asyncio.run(baseline(port, a.messages, a.rate))
         d_paced = asyncio.run(through_daemon(port, a.messages, a.rate))
@@ -149,6 +191,13 @@ def main() -> None:
         ("delivered at the paced rate", b_paced.delivered, d_paced.delivered, ""),
         ("sustained messages/s (flood)", b_rate, d_rate, d_rate / b_rate),
         ("delivered in the flood", b_flood.delivered, d_flood.delivered, ""),
+        ("latest state lost (flood)", b_flood.latest_lost, d_flood.latest_lost, ""),
+        (
+            "CPU us per message (flood)",
+            b_flood.cpu_us,
+            d_flood.cpu_us,
+            d_flood.cpu_us / b_flood.cpu_us,
+        ),
     ]
     print(
         f"MQTT ingestion: {a.messages} messages, {SERVICES} services x {PER_SERVICE} instances, "
@@ -165,15 +214,27 @@ def main() -> None:
             "daemon_ms": ds,
             "baseline_msgs_per_s": b_rate,
             "daemon_msgs_per_s": d_rate,
+            "ratio_msgs_per_s": d_rate / b_rate,
             "delivered": {
                 "baseline_paced": b_paced.delivered,
                 "daemon_paced": d_paced.delivered,
                 "baseline_flood": b_flood.delivered,
                 "daemon_flood": d_flood.delivered,
             },
+            "latest_state_lost": {
+                "baseline_flood": b_flood.latest_lost,
+                "daemon_flood": d_flood.latest_lost,
+                "daemon_paced": d_paced.latest_lost,
+            },
+            "cpu_us_per_message": {
+                "baseline_flood": b_flood.cpu_us,
+                "daemon_flood": d_flood.cpu_us,
+            },
         },
     )
     print(f"written: {path}")
+    if a.profile:
+        profile(a.profile, 3 * a.messages)
 
 
 if __name__ == "__main__":

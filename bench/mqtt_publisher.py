@@ -1,6 +1,9 @@
 """Publisher process for bench.mqtt_ingest: N reports over many instances, optionally paced.
 
-python -m bench.mqtt_publisher PORT COUNT RATE SERVICES INSTANCES_PER_SERVICE
+python -m bench.mqtt_publisher PORT COUNT RATE SERVICES INSTANCES_PER_SERVICE [BASE_SEQ]
+
+Report i goes to instance `i % (SERVICES * INSTANCES_PER_SERVICE)` (`keys` order) with seq
+BASE_SEQ + i (default: now in milliseconds), so the caller knows each instance's last seq.
 """
 
 from __future__ import annotations
@@ -25,11 +28,19 @@ def keys(services: int, per_service: int) -> list[InstanceKey]:
     ]
 
 
-async def main(port: int, n: int, rate: float, services: int, per_service: int) -> None:
+def last_seqs(n: int, base: int, services: int, per_service: int) -> dict[InstanceKey, int]:
+    """Each instance's newest seq once `n` reports from `base` are published."""
+    ks = keys(services, per_service)
+    return {ks[i % len(ks)]: base + i for i in range(max(0, n - len(ks)), n)}
+
+
+async def main(
+    port: int, n: int, rate: float, services: int, per_service: int, base: int | None = None
+) -> None:
     ks = keys(services, per_service)
     async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as c:
         start = time.monotonic()
-        base = int(time.time() * 1000)
+        base = int(time.time() * 1000) if base is None else base
         for i in range(n):
             if rate > 0:
                 delay = start + i / rate - time.monotonic()
@@ -43,4 +54,5 @@ async def main(port: int, n: int, rate: float, services: int, per_service: int) 
 
 if __name__ == "__main__":
     port, n, rate, services, per_service = sys.argv[1:6]
-    asyncio.run(main(int(port), int(n), float(rate), int(services), int(per_service)))
+    base = int(sys.argv[6]) if len(sys.argv) > 6 else None
+    asyncio.run(main(int(port), int(n), float(rate), int(services), int(per_service), base))
