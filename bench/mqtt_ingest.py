@@ -59,6 +59,9 @@ class Run:
     """Each instance's seq as the receiver ended with it."""
     cpu: float = 0.0
     """The receiving process's CPU seconds from the first message to the last."""
+    source: dict[str, object] = field(default_factory=dict)
+    """cand's MQTT source status at the end: where reports were lost (broker: sequence
+    gaps; cand: overflow)."""
 
     def add(self, origin_ts: float) -> None:
         self.latency.append(time.time() - origin_ts)
@@ -150,6 +153,7 @@ async def through_daemon(port: int, n: int, rate: float) -> Run:
         try:
             await run.until_done(proc)
             run.final = {k: e.route.seq for k, e in daemon.engine.rib.local.items()}
+            run.source = daemon.adapters.sources[0].status()
         finally:
             proc.wait()
             task.cancel()
@@ -226,6 +230,7 @@ def main() -> None:
                 "daemon_flood": d_flood.latest_lost,
                 "daemon_paced": d_paced.latest_lost,
             },
+            "daemon_source_flood": d_flood.source,
             "cpu_us_per_message": {
                 "baseline_flood": b_flood.cpu_us,
                 "daemon_flood": d_flood.cpu_us,

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -83,6 +86,35 @@ def make_client(
         queue_type=queue_type,
         max_queued_incoming_messages=max_queued,
     )
+
+
+def read_in_bursts(client: aiomqtt.Client, received: Callable[[], int], limit: int) -> bool:
+    """Make each wake-up of the client's socket take up to `limit` messages, not one.
+
+    aiomqtt reads one MQTT packet each time the event loop finds the socket readable, so a
+    flood costs a loop iteration, a selector call and a reader wake-up per message, and
+    whoever reads the queue never finds more than one message in it. Here paho's
+    `loop_read` reads again for as long as each read delivered a message (`received()`
+    counts them, whether queued or refused) and the socket still holds one: a burst that
+    has arrived is taken at once, bounded by `limit` so that other tasks still run. Returns
+    False, and the client reads one packet per wake-up as before, when the aiomqtt in use
+    does not hold a paho client where this expects it."""
+    inner = getattr(client, "_client", None)
+    if not isinstance(inner, paho.Client):
+        return False
+    read_one = inner.loop_read
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        for _ in range(limit):
+            before = received()
+            rc = read_one(max_packets)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or received() == before:
+                break  # an error, a packet that was no message, or nothing left to read
+        return rc
+
+    inner.loop_read = loop_read  # type: ignore[method-assign]
+    return True
 
 
 def read_secret(path: Path | None) -> str | None:
