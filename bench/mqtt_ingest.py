@@ -6,8 +6,10 @@ A publisher process sends reports for 10 services x 10 instances through a real 
 Measured twice in the same run: a bare aiomqtt subscriber (the baseline: broker and client
 alone), then the cand daemon (validation, sequencing, engine, effects). Latency is receive
 time minus the `ts` the publisher wrote, both from this machine's clock. Paced at --rate for
-latency; then unpaced for throughput. After each flood, "latest state lost" is the share of
-instances whose newest report is not what the receiver ended with (the rib, for cand), and
+latency; then unpaced for throughput. The publisher acts as D-MAs do (per-instance seq,
+retained reports), each phase under a topic prefix of its own. After each flood, "latest
+state lost" is the share of instances whose newest report is not what the receiver ended with
+(the rib, for cand, given up to RECOVER s for its resync after reports the broker dropped);
 "CPU per message" is the receiving process's CPU time over the messages it took: the cost
 alone, whatever else the machine runs. With --profile, py-spy records a daemon flood of
 3 x --messages and writes a flame graph (py-spy is in the `bench` extra).
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +42,12 @@ from cand.wiring import build_adapters
 
 SERVICES = 10
 PER_SERVICE = 10
+RECOVER = 5.0  # seconds cand is given after a flood to resync what the broker dropped
 
 
-def publish(port: int, n: int, rate: float, base: int) -> subprocess.Popen[bytes]:
-    args = [str(port), str(n), str(rate), str(SERVICES), str(PER_SERVICE), str(base)]
-    return subprocess.Popen([sys.executable, "-m", "bench.mqtt_publisher", *args])
+def publish(port: int, n: int, rate: float, run: Run) -> subprocess.Popen[bytes]:
+    args = [str(port), str(n), str(rate), str(SERVICES), str(PER_SERVICE), str(run.epoch)]
+    return subprocess.Popen([sys.executable, "-m", "bench.mqtt_publisher", *args, run.prefix])
 
 
 @dataclass
@@ -51,7 +55,8 @@ class Run:
     """What one phase saw: latency per message and when each arrived."""
 
     sent: int
-    base: int = field(default_factory=lambda: int(time.time() * 1000))
+    epoch: int = field(default_factory=lambda: int(time.time() * 1000))
+    prefix: str = field(default_factory=lambda: f"bench/{uuid.uuid4().hex[:12]}")
     latency: list[float] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -62,8 +67,14 @@ class Run:
     source: dict[str, object] = field(default_factory=dict)
     """cand's MQTT source status at the end: where reports were lost (broker: sequence
     gaps; cand: overflow)."""
+    recovered: float | None = None
+    """Seconds after the flood until the rib held every instance's newest report."""
+    closed: bool = False
+    """The flood is over: what arrives now (a resync) is not counted as delivered."""
 
     def add(self, origin_ts: float) -> None:
+        if self.closed:
+            return
         self.latency.append(time.time() - origin_ts)
         self.arrivals.append(time.monotonic())
         self.changed.set()
@@ -80,7 +91,7 @@ class Run:
     @property
     def latest_lost(self) -> float:
         """Share of instances whose newest report the receiver does not hold."""
-        want = last_seqs(self.sent, self.base, SERVICES, PER_SERVICE)
+        want = last_seqs(self.sent, self.epoch, SERVICES, PER_SERVICE)
         return sum(self.final.get(k) != seq for k, seq in want.items()) / len(want)
 
     @property
@@ -99,22 +110,23 @@ class Run:
                 if proc.poll() is not None:
                     break
         self.cpu = time.process_time() - start
+        self.closed = True
 
 
 async def baseline(port: int, n: int, rate: float) -> Run:
     run = Run(n)
     async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as c:
-        await c.subscribe(wire.subscription(service=None), 1)
+        await c.subscribe(wire.subscription(run.prefix), 1)
 
         async def consume() -> None:
             async for msg in c.messages:
                 raw = msg.payload if isinstance(msg.payload, bytes) else b""
-                report = wire.decode(wire.parse_topic(msg.topic.value), raw)
+                report = wire.decode(wire.parse_topic(msg.topic.value, run.prefix), raw)
                 run.final[report.key] = report.seq
                 run.add(report.ts)
 
         reader = asyncio.create_task(consume())
-        proc = publish(port, n, rate, run.base)
+        proc = publish(port, n, rate, run)
         try:
             await run.until_done(proc)
         finally:
@@ -130,7 +142,7 @@ async def through_daemon(port: int, n: int, rate: float) -> Run:
         cfg = configmod.parse(
             {
                 "router": {"id": "fc00:ff::2", "roles": ["egress"], "locator": "fc00:0:2::/48"},
-                "mqtt": {"host": "127.0.0.1", "port": port},
+                "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": run.prefix},
                 "services": [{"sid": f"2001:db8:5::{s:x}"} for s in range(1, SERVICES + 1)],
                 "api": {"socket": str(Path(d) / "s")},
                 "prometheus": {"listen": ""},
@@ -149,16 +161,31 @@ async def through_daemon(port: int, n: int, rate: float) -> Run:
         await daemon.ready.wait()
         while not daemon.adapters.sources[0].status()["connected"]:
             await asyncio.sleep(0.01)
-        proc = publish(port, n, rate, run.base)
+        proc = publish(port, n, rate, run)
         try:
             await run.until_done(proc)
-            run.final = {k: e.route.seq for k, e in daemon.engine.rib.local.items()}
+            await recover(run, daemon)
             run.source = daemon.adapters.sources[0].status()
         finally:
             proc.wait()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     return run
+
+
+async def recover(run: Run, daemon: Daemon) -> None:
+    """Up to RECOVER s for the rib to hold each instance's newest report: the daemon
+    resubscribes once reports were lost, and the broker resends the retained ones."""
+    start = time.monotonic()
+    want = last_seqs(run.sent, run.epoch, SERVICES, PER_SERVICE)
+    while True:
+        run.final = {k: e.route.seq for k, e in daemon.engine.rib.local.items()}
+        if all(run.final.get(k) == seq for k, seq in want.items()):
+            run.recovered = time.monotonic() - start
+            return
+        if time.monotonic() - start > RECOVER:
+            return
+        await asyncio.sleep(0.05)
 
 
 def profile(out: str, messages: int) -> None:
@@ -197,6 +224,12 @@ def main() -> None:
         ("delivered in the flood", b_flood.delivered, d_flood.delivered, ""),
         ("latest state lost (flood)", b_flood.latest_lost, d_flood.latest_lost, ""),
         (
+            "cand: resyncs, s until the rib is whole",
+            "",
+            d_flood.source.get("resyncs"),
+            d_flood.recovered,
+        ),
+        (
             "CPU us per message (flood)",
             b_flood.cpu_us,
             d_flood.cpu_us,
@@ -230,6 +263,7 @@ def main() -> None:
                 "daemon_flood": d_flood.latest_lost,
                 "daemon_paced": d_paced.latest_lost,
             },
+            "daemon_recovered_s": d_flood.recovered,
             "daemon_source_flood": d_flood.source,
             "cpu_us_per_message": {
                 "baseline_flood": b_flood.cpu_us,

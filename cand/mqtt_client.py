@@ -7,8 +7,10 @@ drift apart. Kept free of the daemon's config so services can import the agent a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +116,36 @@ def read_in_bursts(client: aiomqtt.Client, received: Callable[[], int], limit: i
         return rc
 
     inner.loop_read = loop_read  # type: ignore[method-assign]
+    write_all = inner.loop_write
+
+    def loop_write() -> MQTTErrorCode:
+        # the acknowledgements of a burst leave as one segment: on loopback every segment
+        # sent is also received, in the sender's own system call
+        with _corked(inner.socket()):
+            return write_all()
+
+    inner.loop_write = loop_write  # type: ignore[method-assign]
     return True
+
+
+@contextlib.contextmanager
+def _corked(sock: object) -> Iterator[None]:
+    """TCP_CORK (Linux) around a run of small writes, so they go out as one segment."""
+    cork = getattr(socket, "TCP_CORK", None)
+    setsockopt = getattr(sock, "setsockopt", None)
+    if cork is None or setsockopt is None:
+        yield
+        return
+    try:
+        setsockopt(socket.IPPROTO_TCP, cork, 1)
+    except OSError:  # not a TCP socket, or closed: write as is
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 def read_secret(path: Path | None) -> str | None:
