@@ -100,7 +100,8 @@ def read_in_bursts(client: aiomqtt.Client, received: Callable[[], int], limit: i
     counts them, whether queued or refused) and the socket still holds one: a burst that
     has arrived is taken at once, bounded by `limit` so that other tasks still run. Returns
     False, and the client reads one packet per wake-up as before, when the aiomqtt in use
-    does not hold a paho client where this expects it."""
+    does not hold a paho client where this expects it. The acknowledgements of a burst are
+    written corked (`_corked`), so they leave as one segment."""
     inner = getattr(client, "_client", None)
     if not isinstance(inner, paho.Client):
         return False
