@@ -1,6 +1,12 @@
 """Publisher process for bench.mqtt_ingest: N reports over many instances, optionally paced.
 
-python -m bench.mqtt_publisher PORT COUNT RATE SERVICES INSTANCES_PER_SERVICE
+python -m bench.mqtt_publisher PORT COUNT RATE SERVICES INSTANCES_PER_SERVICE EPOCH PREFIX
+
+As D-MAs publish (`cand.agent`): each instance's session starts at seq EPOCH and every
+report of it takes the next seq, QoS 1, retained. Report i goes to instance
+`i % (SERVICES * INSTANCES_PER_SERVICE)` (`keys` order), so the caller knows each instance's
+newest seq (`last_seqs`); a report the broker drops shows as a gap in its instance's seqs.
+Topics are under PREFIX, so a run sees no retained report of an earlier one.
 """
 
 from __future__ import annotations
@@ -25,22 +31,36 @@ def keys(services: int, per_service: int) -> list[InstanceKey]:
     ]
 
 
-async def main(port: int, n: int, rate: float, services: int, per_service: int) -> None:
+def seq_of(i: int, epoch: int, instances: int) -> int:
+    """The seq of report i: its instance's (i // instances + 1)-th report this session."""
+    return epoch + 1 + i // instances
+
+
+def last_seqs(n: int, epoch: int, services: int, per_service: int) -> dict[InstanceKey, int]:
+    """Each instance's newest seq once `n` reports are published."""
     ks = keys(services, per_service)
+    return {ks[i % len(ks)]: seq_of(i, epoch, len(ks)) for i in range(max(0, n - len(ks)), n)}
+
+
+async def main(
+    port: int, n: int, rate: float, services: int, per_service: int, epoch: int, prefix: str
+) -> None:
+    ks = keys(services, per_service)
+    topics = [wire.topic(k, prefix) for k in ks]
     async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as c:
         start = time.monotonic()
-        base = int(time.time() * 1000)
         for i in range(n):
             if rate > 0:
                 delay = start + i / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            raw = wire.encode(
-                InstanceState.UP, Metrics(cpu=(i % 1000) / 1000), base + i, time.time()
-            )
-            await c.publish(wire.topic(ks[i % len(ks)]), raw, qos=1)
+            seq = seq_of(i, epoch, len(ks))
+            metrics = Metrics(cpu=(i % 1000) / 1000)
+            raw = wire.encode(InstanceState.UP, metrics, seq, time.time(), epoch=epoch)
+            await c.publish(topics[i % len(ks)], raw, qos=1, retain=True)
 
 
 if __name__ == "__main__":
-    port, n, rate, services, per_service = sys.argv[1:6]
-    asyncio.run(main(int(port), int(n), float(rate), int(services), int(per_service)))
+    port, n, rate, services, per_service, epoch, prefix = sys.argv[1:8]
+    args = int(port), int(n), float(rate), int(services), int(per_service), int(epoch)
+    asyncio.run(main(*args, prefix))

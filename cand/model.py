@@ -248,6 +248,7 @@ class Metrics:
     scores: Scores | None = None
     _load: float = field(init=False, repr=False, compare=False, default=0.0)
     _derived: Scores | None = field(init=False, repr=False, compare=False, default=None)
+    _ident: tuple[object, ...] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         for name in ("cpu", "gpu", "memory"):
@@ -263,12 +264,15 @@ class Metrics:
         object.__setattr__(self, "delay", _delay(self.delay))
         if self.scores is not None and not isinstance(self.scores, Scores):
             raise ModelError("metrics.scores: not a Scores value")
+        object.__setattr__(self, "_load", self._load_with(self.scores))
+
+    def _load_with(self, scores: Scores | None) -> float:
         load = self.loads().bottleneck()
         if load is None:
             # no resource load reported: an instance that gave only its L2 is as busy as
             # its score says (10 idle, 0 saturated); one that gave nothing is idle
-            load = (SCORE_MAX - self.scores.l2) / SCORE_MAX if self.scores is not None else 0.0
-        object.__setattr__(self, "_load", load)
+            load = (SCORE_MAX - scores.l2) / SCORE_MAX if scores is not None else 0.0
+        return load
 
     def loads(self) -> ResourceLoads:
         compute_parts = [v for v in (self.cpu, self.gpu) if v is not None]
@@ -309,10 +313,27 @@ class Metrics:
         return self.cats.l1()
 
     def with_scores(self, scores: Scores | None) -> Metrics:
-        return dataclasses.replace(self, scores=scores)
+        """The same L0 values with other scores. They were checked when this was made, so
+        only what depends on the scores is computed again (the egress does this for every
+        report: a second full validation was a third of the cost of one)."""
+        if scores is not None and not isinstance(scores, Scores):
+            raise ModelError("metrics.scores: not a Scores value")
+        new = object.__new__(Metrics)
+        for name in _FIELDS:
+            object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "scores", scores)
+        object.__setattr__(new, "_derived", None)
+        object.__setattr__(new, "_ident", None)
+        object.__setattr__(new, "_load", self._load_with(scores))
+        return new
 
     def _identity(self) -> tuple[object, ...]:
-        return (*(getattr(self, k) for k in _L0_FIELDS), self.cats)
+        # frozen, so computed once: the damper compares each report with the last one sent
+        if self._ident is None:
+            ident = (*(getattr(self, k) for k in _L0_FIELDS), self.cats)
+            object.__setattr__(self, "_ident", ident)
+            return ident
+        return self._ident
 
     def __eq__(self, other: object) -> bool:
         """The same L0 values and the same L1/L2 scores, however the scores came about: a
@@ -333,6 +354,9 @@ class Metrics:
     def to_json(self) -> dict[str, Any]:
         """The L0 values given (what the MQTT payload's `metrics` object carries)."""
         return {k: getattr(self, k) for k in _L0_FIELDS if getattr(self, k) is not None}
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Metrics))
 
 
 def _fill(value: int | None, limit: int | None) -> float | None:

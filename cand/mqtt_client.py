@@ -7,11 +7,16 @@ drift apart. Kept free of the daemon's config so services can import the agent a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -83,6 +88,65 @@ def make_client(
         queue_type=queue_type,
         max_queued_incoming_messages=max_queued,
     )
+
+
+def read_in_bursts(client: aiomqtt.Client, received: Callable[[], int], limit: int) -> bool:
+    """Make each wake-up of the client's socket take up to `limit` messages, not one.
+
+    aiomqtt reads one MQTT packet each time the event loop finds the socket readable, so a
+    flood costs a loop iteration, a selector call and a reader wake-up per message, and
+    whoever reads the queue never finds more than one message in it. Here paho's
+    `loop_read` reads again for as long as each read delivered a message (`received()`
+    counts them, whether queued or refused) and the socket still holds one: a burst that
+    has arrived is taken at once, bounded by `limit` so that other tasks still run. Returns
+    False, and the client reads one packet per wake-up as before, when the aiomqtt in use
+    does not hold a paho client where this expects it. The acknowledgements of a burst are
+    written corked (`_corked`), so they leave as one segment."""
+    inner = getattr(client, "_client", None)
+    if not isinstance(inner, paho.Client):
+        return False
+    read_one = inner.loop_read
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        for _ in range(limit):
+            before = received()
+            rc = read_one(max_packets)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or received() == before:
+                break  # an error, a packet that was no message, or nothing left to read
+        return rc
+
+    inner.loop_read = loop_read  # type: ignore[method-assign]
+    write_all = inner.loop_write
+
+    def loop_write() -> MQTTErrorCode:
+        # the acknowledgements of a burst leave as one segment: on loopback every segment
+        # sent is also received, in the sender's own system call
+        with _corked(inner.socket()):
+            return write_all()
+
+    inner.loop_write = loop_write  # type: ignore[method-assign]
+    return True
+
+
+@contextlib.contextmanager
+def _corked(sock: object) -> Iterator[None]:
+    """TCP_CORK (Linux) around a run of small writes, so they go out as one segment."""
+    cork = getattr(socket, "TCP_CORK", None)
+    setsockopt = getattr(sock, "setsockopt", None)
+    if cork is None or setsockopt is None:
+        yield
+        return
+    try:
+        setsockopt(socket.IPPROTO_TCP, cork, 1)
+    except OSError:  # not a TCP socket, or closed: write as is
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 def read_secret(path: Path | None) -> str | None:

@@ -30,7 +30,7 @@ from cand.backoff import Backoff
 from cand.config import Config, MqttConfig
 from cand.engine.events import InstanceReported, MetricsReachable
 from cand.model import InstanceKey, RouterId, ServiceId
-from cand.mqtt_client import BrokerSettings, make_client, read_secret
+from cand.mqtt_client import BrokerSettings, make_client, read_in_bursts, read_secret
 from cand.ports import Emit
 from cand.supervise import input_bug
 from cand.wire import mqtt as wire
@@ -40,6 +40,14 @@ log = logging.getLogger("cand.mqtt")
 LOG_EVERY = 30.0
 KEY_CACHE = 16384  # topics remembered parsed (valid ones only)
 RESYNC_QUIET = 1.0  # seconds between checks for lost reports
+MAX_DRAIN = 1024  # messages taken off the received queue per engine batch, at most
+MAX_BURST = 64  # MQTT packets read per wake-up of the socket, at most
+
+
+def burst(max_queue: int) -> int:
+    """Packets read per wake-up: a burst alone fills at most an eighth of the queue, so it
+    never looks like falling behind (a quarter, see `_queue_type`)."""
+    return max(1, min(MAX_BURST, max_queue // 8))
 
 
 class MqttMetricSource:
@@ -64,6 +72,7 @@ class MqttMetricSource:
         # forgotten long after its last report can have expired (so no replay window opens)
         self.sequencer = wire.Sequencer(cfg.max_instances, forget_after=2 * cfg.max_expiry)
         self.dropped: Counter[str] = Counter()
+        self.received = 0  # messages the client handed us, queued or refused
         self.accepted = 0
         self.duplicates = 0
         self.connected = False
@@ -101,7 +110,9 @@ class MqttMetricSource:
         settings, c = self.settings(), self.cfg
         while True:
             try:
-                async with make_client(settings, None, self._queue_type(), c.max_queue) as client:
+                client = make_client(settings, None, self._queue_type(), c.max_queue)
+                read_in_bursts(client, self._received, burst(c.max_queue))
+                async with client:
                     await self._subscribe(client)
                     self._client = client
                     self.connected = True
@@ -127,7 +138,23 @@ class MqttMetricSource:
                 await asyncio.sleep(delay)
 
     async def _read(self, client: aiomqtt.Client, emit: Emit) -> None:
-        async for message in client.messages:
+        """Every message already received is taken at once and its events are emitted
+        together, without yielding in between: the engine gets the whole burst as one batch
+        (one pass, one deadline scan) and this task wakes once per burst, not per message."""
+        messages, queue = client.messages, self._queue
+        assert queue is not None  # made by the client, with our queue type
+        while True:
+            # wait (and notice a lost broker) only when nothing is queued
+            batch = [await anext(messages)] if queue.empty() else []
+            while not queue.empty() and len(batch) < MAX_DRAIN:
+                batch.append(queue.get_nowait())
+            for event in self.handle_messages(batch):
+                await emit(event)
+
+    def handle_messages(self, messages: Iterable[aiomqtt.Message]) -> list[InstanceReported]:
+        """`handle` for each message in order; what is not acted on is counted there."""
+        out = []
+        for message in messages:
             try:
                 got = self.handle(
                     message.topic.value,
@@ -139,7 +166,11 @@ class MqttMetricSource:
                 input_bug(log, self.counters, f"mqtt {message.topic.value!r}", e)
                 continue
             if got is not None:
-                await emit(got)
+                out.append(got)
+        return out
+
+    def _received(self) -> int:
+        return self.received
 
     def _never_instances(self) -> set[ipaddress.IPv6Address | ipaddress.IPv4Address]:
         """Addresses that are never an instance here: our own and every service's."""
@@ -208,6 +239,7 @@ class MqttMetricSource:
                 source._queue = self
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
+                source.received += 1
                 if not source._behind and self.qsize() >= self.maxsize // 4:
                     source._behind = True
                     source.behind += 1

@@ -143,13 +143,7 @@ def decode(key: InstanceKey, payload: bytes, max_size: int = 4096) -> Report:
     if len(payload) > max_size:
         raise PayloadError("too_large", f"{len(payload)} bytes > {max_size}")
     try:
-        body = json.loads(
-            payload.decode("utf-8"),
-            object_pairs_hook=_unique_keys,
-            parse_int=_bounded_int,
-            parse_float=_bounded_float,
-            parse_constant=_no_constant,
-        )
+        body = _DECODER.decode(payload.decode("utf-8"))
     except PayloadError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -252,6 +246,15 @@ def _bounded_float(text: str) -> float:
 
 def _no_constant(name: str) -> Any:
     raise PayloadError("not_json", f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys,
+    parse_int=_bounded_int,
+    parse_float=_bounded_float,
+    parse_constant=_no_constant,
+)
+"""One for every payload: `json.loads` with hooks builds a decoder per call."""
 
 
 def _short(value: object) -> str:
