@@ -230,6 +230,9 @@ def test_restarting_the_plugin_keeps_established_bindings_and_reconciles(rig: Ri
         async with running(dp, effect):
             first = await where(rig, "before", [syn(46000), syn(46001)])
             await bound(dp, 2)
+        # no controller: the switch forwards the bound flows as they were
+        away = await where(rig, "away", [syn(46000), syn(46001)])
+        assert away == first
         pipeline = Pipeline(rig.program.json, rig.program.p4info)
         async with P4Switch(rig.sw.address, pipeline, election_id=30) as sw:
             # damage while cand is away: a stray service entry, a deleted route
@@ -273,5 +276,42 @@ def test_idle_timeout_deletes_a_binding(rig: Rig) -> None:
             assert dp.bound == {}
             assert await device_bindings(dp) == {}
             assert await dp.bindings() == []
+
+    asyncio.run(main())
+
+
+def test_a_switch_that_goes_away_is_reconnected_and_reprogrammed(rig: Rig) -> None:
+    """BMv2 stopped under a running plugin: the plugin counts the loss and keeps running (the
+    daemon never sees an exception), takes effects meanwhile, and once a new BMv2 (empty, no
+    program) listens again it reconnects with backoff, pushes the program and writes every
+    entry: new flows follow the weights set while the switch was away."""
+
+    async def main() -> None:
+        dp = make_dp(rig, reconnect_max=0.5)
+        async with running(dp, ProgramService(entry({A: 500, B: 500}))):
+            await where(rig, "up", [syn(48000)])
+            await bound(dp, 1)
+            assert rig.sw.proc is not None
+            rig.sw.proc.terminate()
+            await asyncio.to_thread(rig.sw.proc.wait, 10)
+            for _ in range(100):
+                if not dp.status()["connected"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert not dp.status()["connected"], dp.status()
+            await dp.apply([ProgramService(entry({A: 0, B: 1000}))])  # no switch: kept
+            await asyncio.sleep(1.0)  # a few failed tries
+            failed = dp.status()["errors"]
+            assert failed >= 1 and dp.status()["disconnects"] == 1, dp.status()
+            assert await dp.bindings() == []
+            rig.sw.socket.unlink(missing_ok=True)
+            await asyncio.to_thread(rig.sw.start, rig.topo)
+            for _ in range(200):
+                if dp.status()["connected"] and dp.status()["connects"] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert dp.status()["connects"] == 2, dp.status()
+            got = await where(rig, "back", [syn(p) for p in range(48100, 48108)])
+            assert len(got) == 8 and all(h == [B] for h in got.values()), got
 
     asyncio.run(main())
