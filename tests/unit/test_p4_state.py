@@ -282,3 +282,39 @@ def test_good_options_and_the_entry_point(tmp_path: Any) -> None:
     assert dp.status()["connected"] is False and dp.source == "fc00:1e::1"
     with pytest.raises(ValueError, match="encap_source"):
         P4Dataplane(opts, ports, RouterId.parse("192.0.2.1"), pipeline=Pipeline.in_dir(tmp_path))
+
+
+def test_from_config_reads_a_toml_dataplane_table(tmp_path: Any) -> None:
+    """`[dataplane] kind = "p4"` as an operator writes it, through cand's own config loader."""
+    import tomllib
+    from pathlib import Path
+
+    from cand import config
+
+    data = tomllib.loads((Path(__file__).parents[2] / "examples" / "cand.toml").read_text())
+    (tmp_path / "cand.json").write_text("{}")
+    (tmp_path / "cand.p4info.txtpb").write_text("")
+    p4 = tomllib.loads(
+        f"""
+        kind = "p4"
+        [options]
+        address = "unix:/run/cand/p4rt.sock"
+        election_id = 7
+        build_dir = "{tmp_path}"
+        idle_timeout = 120
+        [[options.ports]]
+        port = 1
+        mac = "02:00:00:00:5E:01"
+        neighbour = "02:00:00:00:00:01"
+        prefixes = ["fc00:1::/64", "fc00:0:3::/48"]
+        """
+    )
+    data["dataplane"] = p4
+    cfg = config.parse(data)
+    dp = P4Dataplane.from_config(cfg)
+    assert dp.opts.election_id == 7 and dp.opts.idle_timeout == 120
+    assert dp.static.routes == {"fc00:1::/64": 1, "fc00:0:3::/48": 1}
+    assert dp.static.nexthops[1] == st.Neighbour(1, "02:00:00:00:00:01", "02:00:00:00:5e:01")
+    assert dp.pipeline == Pipeline.in_dir(tmp_path)
+    for spec in cfg.service_specs().values():
+        assert dp.modes[spec.service] is spec.mode
