@@ -21,11 +21,18 @@ import finsy as fy
 import pytest
 from cand_p4 import entries as e
 from cand_p4 import names as n
+from cand_p4 import state as st
 from cand_p4.dataplane import P4Dataplane, P4Options, Port
 from cand_p4.switch import P4Switch, Pipeline
 
-from cand.engine.effects import Effect, ProgramService, RemoveService
-from cand.engine.service_table import Choice, ServiceEntry, ServiceSpec
+from cand.engine.effects import (
+    Effect,
+    ProgramLocalInstance,
+    ProgramService,
+    RemoveLocalInstance,
+    RemoveService,
+)
+from cand.engine.service_table import Choice, InstanceMode, ServiceEntry, ServiceSpec
 from cand.lab.netns import Topology
 from cand.model import (
     BindingId,
@@ -313,5 +320,45 @@ def test_a_switch_that_goes_away_is_reconnected_and_reprogrammed(rig: Rig) -> No
             assert dp.status()["connects"] == 2, dp.status()
             got = await where(rig, "back", [syn(p) for p in range(48100, 48108)])
             assert len(got) == 8 and all(h == [B] for h in got.values()), got
+
+    asyncio.run(main())
+
+
+def test_a_local_nat_instance_is_delivered_by_end_dx6_until_it_is_removed(rig: Rig) -> None:
+    """Egress role through the plugin: ProgramLocalInstance of a `nat` service writes End.DX6
+    with ServiceNAT (the D-SID becomes the D-BID) and nat_out; RemoveLocalInstance takes both
+    away, and the instance's SID is no longer received."""
+    from scapy.all import TCP, Ether, IPv6, IPv6ExtHdrSegmentRouting
+
+    sid = "fc00:0:2::11"
+    key = InstanceKey(ServiceId.parse(VIP), BindingId.parse(A))
+
+    def towards() -> Any:
+        srh = IPv6ExtHdrSegmentRouting(addresses=[sid], segleft=0, nh=41)
+        inner = IPv6(src=H1, dst=VIP) / TCP(sport=49000, dport=80, flags="S")
+        return Ether(dst=SW_MAC) / IPv6(src=ROUTER, dst=sid) / srh / inner
+
+    async def delivered(name: str) -> list[Any]:
+        cap, pcap = await asyncio.to_thread(rig.capture, name)
+        await asyncio.to_thread(rig.send, towards())
+        got = await asyncio.to_thread(rig.captured, cap, pcap)
+        return [p for p in got if TCP in p and p[TCP].sport == 49000]
+
+    async def main() -> None:
+        dp = make_dp(rig)
+        dp.modes[ServiceId.parse(VIP)] = InstanceMode.NAT
+        dp.static = st.Static(
+            routes={**dp.static.routes, "2001:db8:a::/64": 2}, nexthops=dp.static.nexthops
+        )
+        async with running(dp, ProgramLocalInstance(key, ipaddress.IPv6Address(sid))):
+            assert dp.have is not None
+            assert dp.have.local_sids == {sid: st.LocalSid(A, True)}
+            assert dp.have.nat_out == {A: VIP}
+            (p,) = await delivered("in")
+            assert IPv6ExtHdrSegmentRouting not in p
+            assert (p[IPv6].src, p[IPv6].dst) == (H1, A)
+            await dp.apply([RemoveLocalInstance(key, ipaddress.IPv6Address(sid))])
+            assert dp.have.local_sids == {} and dp.have.nat_out == {}
+            assert await delivered("gone") == []
 
     asyncio.run(main())

@@ -410,9 +410,11 @@ class P4Dataplane:
             election_id=self.opts.election_id,
         ) as sw:
             self.counters["connects"] += 1
+            # effects from now on wait for the first reconciliation (the lock), then are
+            # written as a difference: none is left for the next periodic one
+            self.sw = sw
             async with self.lock:
                 await self._sync(sw, read=True)
-                self.sw = sw
             backoff.reset()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._digests(sw), name="p4-bind")
@@ -461,8 +463,9 @@ class P4Dataplane:
     async def _sync(self, sw: P4Switch, *, read: bool) -> bool:
         """Make the switch hold what the engine wants (reading it back first when `read`);
         False when the switch refused (logged, counted, and retried by `_periodic`)."""
+        read = read or self.have is None
         try:
-            if read or self.have is None:
+            if read:
                 have, bound, bad = st.from_device(await self._read(sw))
                 if bad:
                     self.counters["bad_replies"] += bad
@@ -470,6 +473,7 @@ class P4Dataplane:
                 self.ids.adopt(have)
                 self.have, self.bound = have, bound
                 self.counters["reconciled"] += 1
+            assert self.have is not None
             have = self.have
             want = st.desired(
                 [steered(x, self.modes) for x in self.entries.values()],
@@ -484,14 +488,11 @@ class P4Dataplane:
                 want = st.keep_unknown(want, have)
             self.ids.retain(want.services, want.members)
             phases = st.plan(have, want, max_group_size=0)
-            phases.insert(
-                0,
-                [
-                    ~e.encap_settings(
-                        self.source, hop_limit=self.opts.hop_limit, reduced=self.opts.reduced_encap
-                    )
-                ],
-            )
+            if read:  # the encap table's default action cannot be read back as cand's: set it
+                encap = e.encap_settings(
+                    self.source, hop_limit=self.opts.hop_limit, reduced=self.opts.reduced_encap
+                )
+                phases.insert(0, [~encap])
             for updates in phases:
                 await sw.write(updates)
                 self.counters["writes"] += 1
