@@ -22,7 +22,7 @@ import pytest
 from cand_p4 import entries as e
 from cand_p4 import names as n
 from cand_p4 import state as st
-from cand_p4.dataplane import P4Dataplane, P4Options, Port
+from cand_p4.dataplane import P4Dataplane, P4Options, Port, already_exists
 from cand_p4.switch import P4Switch, Pipeline
 
 from cand.engine.effects import (
@@ -172,6 +172,11 @@ def test_a_new_flow_is_bound_by_digest_and_stays_across_a_weight_change(rig: Rig
             other = B if instance == A else A
             key = e.FlowKey(H1, VIP, 6, 40000, 80)
             assert dp.bound == {key: e.ToSid(INSTANCES[instance])}
+            # a repeated digest's insert is refused as ALREADY_EXISTS, which is no error
+            assert dp.sw is not None
+            with pytest.raises(fy.P4ClientError) as twice:
+                await dp.sw.write([+e.binding(key, e.ToSid(INSTANCES[A]), idle_timeout_s=60)])
+            assert already_exists(twice.value)
             # all new flows to the other instance now: the bound flow stays where it is
             await dp.apply([ProgramService(entry({instance: 0, other: 1000}))])
             after = await where(

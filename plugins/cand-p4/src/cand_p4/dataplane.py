@@ -84,6 +84,13 @@ SWITCH_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def already_exists(exc: BaseException) -> bool:
+    """A Write that failed only because every entry in it is there already."""
+    if not isinstance(exc, fy.P4ClientError) or not exc.details:
+        return False
+    return all(d.canonical_code == fy.GRPCStatusCode.ALREADY_EXISTS for d in exc.details.values())
+
+
 @dataclass(frozen=True)
 class P4Options:
     """`[dataplane.options]` for kind = "p4" (`ports` is checked by `parse`)."""
@@ -472,6 +479,7 @@ class P4Dataplane:
                     log.warning("event=p4_read_unreadable entries=%d", bad)
                 self.ids.adopt(have)
                 self.have, self.bound = have, bound
+                self.bound_at = {k: t for k, t in self.bound_at.items() if k in bound}
                 self.counters["reconciled"] += 1
             assert self.have is not None
             have = self.have
@@ -555,6 +563,8 @@ class P4Dataplane:
             try:
                 await sw.write([+entry])
             except SWITCH_ERRORS as exc:
+                if already_exists(exc):  # bound meanwhile (a read-back raced this digest)
+                    continue
                 self.bound.pop(flow.key, None)
                 self._failed("bind", exc)
                 continue
