@@ -343,6 +343,7 @@ class Daemon:
                 "egress": str(b.egress),
                 "age": round(b.last_seen - b.created, 1),
                 "timeout": b.timeout,
+                **({"packets": b.packets, "bytes": b.bytes} if b.packets is not None else {}),
             }
             for b in await dp.bindings()
         ]

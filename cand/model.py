@@ -495,6 +495,10 @@ class Binding:
     created: float
     last_seen: float
     timeout: float = field(default=0.0)
+    packets: int | None = None
+    """Packets the data plane counted for this flow, where it counts them (P4's direct
+    counter); None where it does not."""
+    bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.last_seen < self.created:

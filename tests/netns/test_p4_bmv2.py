@@ -95,6 +95,10 @@ def mac_of(topo: Topology, ns: str, ifname: str) -> str:
 
 @pytest.fixture
 def rig(topo: Topology, tmp_path: Path) -> Rig:
+    return make_rig(topo, tmp_path)
+
+
+def make_rig(topo: Topology, tmp_path: Path) -> Rig:
     need_p4("p4c-bm2-ss", "simple_switch_grpc")
     program = compile_program(tmp_path / "build")
     sw, h1, h2 = topo.ns("sw"), topo.ns("h1"), topo.ns("h2")

@@ -102,8 +102,9 @@ def member(member_id: int, target: Target) -> fy.P4ActionProfileMember:
 
 
 def group(group_id: int, members: Sequence[int], *, max_size: int = 16) -> fy.P4ActionProfileGroup:
-    """A service's selector group over its instances' members, each with weight 1 (weights by
-    replication are the data plane's job, slice 2 of issue 20)."""
+    """A service's selector group over its instances' members, each with weight 1: BMv2 takes
+    no other, so weights are copies of members (`weights.replicate`). `max_size` 0 leaves the
+    group bounded by the action profile only."""
     return fy.P4ActionProfileGroup(
         n.INSTANCES,
         group_id=group_id,

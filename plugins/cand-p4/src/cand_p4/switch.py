@@ -71,7 +71,9 @@ class P4Switch:
         self._sw = fy.Switch(name, address, options)
         self._open = False
         self._flows: asyncio.Queue[NewFlow] = asyncio.Queue()
+        self._idle: asyncio.Queue[list[Any]] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
+        self._idle_pump: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         await self._sw.__aenter__()
@@ -87,6 +89,7 @@ class P4Switch:
         # reader is waiting, and its reader registers only once iterated: keep one open for
         # the whole session, before anything can switch digests on
         self._pump = asyncio.create_task(self._read_digests(), name="p4-digests")
+        self._idle_pump = asyncio.create_task(self._read_idle(), name="p4-idle-timeouts")
         await asyncio.sleep(0)
         log.info(
             "p4_connected address=%s device_id=%d election_id=%d cookie=%#x",
@@ -103,11 +106,12 @@ class P4Switch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-            self._pump = None
+        for pump in (self._pump, self._idle_pump):
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        self._pump = self._idle_pump = None
         if self._open:
             self._open = False
             await self._sw.__aexit__(exc_type, exc, tb)
@@ -120,6 +124,11 @@ class P4Switch:
     @property
     def is_primary(self) -> bool:
         return self._sw.is_primary
+
+    @property
+    def is_up(self) -> bool:
+        """The stream channel is open (False once the switch went away)."""
+        return self._open and self._sw.is_up
 
     @property
     def election_id(self) -> int:
@@ -144,6 +153,33 @@ class P4Switch:
         be switched on: entries.new_flow_digest)."""
         while True:
             yield await self._flows.get()
+
+    async def wait_closed(self) -> None:
+        """Returns once the stream channel is down (at once if it is)."""
+        if not self.is_up:
+            return
+        down = asyncio.get_running_loop().create_future()
+
+        def on_down(*_: Any) -> None:
+            if not down.done():
+                down.set_result(None)
+
+        self._sw.ee.once(fy.SwitchEvent.CHANNEL_DOWN, on_down)
+        try:
+            await down
+        finally:
+            self._sw.ee.remove_listener(fy.SwitchEvent.CHANNEL_DOWN, on_down)
+
+    async def idle_timeouts(self) -> AsyncIterator[list[Any]]:
+        """The table entries (finsy P4TableEntry, match only) of each idle-timeout
+        notification, as they come; one reader is open from the start of the session."""
+        while True:
+            yield await self._idle.get()
+
+    async def _read_idle(self) -> None:
+        notes = cast(AsyncIterator[Any], self._sw.read_idle_timeouts())
+        async for note in notes:
+            self._idle.put_nowait(list(note.table_entry))
 
     async def _read_digests(self) -> None:
         digests = cast(AsyncIterator[Any], self._sw.read_digests(n.NEW_FLOW_DIGEST))

@@ -1,0 +1,369 @@
+"""The P4 data plane (cand_p4.dataplane.P4Dataplane, `[dataplane] kind = "p4"`) driving BMv2
+in namespaces with the engine's effects: new flows are placed by the switch's selector and
+bound by digest; bindings survive weight changes, an instance's removal and a restart of the
+plugin; 3-tuple affinity; idle timeout removes a binding.
+
+    h1 (clients) ──port 1── sw (BMv2, cand.p4) ──port 2── h2 (captures the SRv6 packets)
+
+Every test starts and ends its own BMv2 (by PID, in the topology fixture) and namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import finsy as fy
+import pytest
+from cand_p4 import entries as e
+from cand_p4 import names as n
+from cand_p4 import state as st
+from cand_p4.dataplane import P4Dataplane, P4Options, Port, already_exists
+from cand_p4.switch import P4Switch, Pipeline
+
+from cand.engine.effects import (
+    Effect,
+    ProgramLocalInstance,
+    ProgramService,
+    RemoveLocalInstance,
+    RemoveService,
+)
+from cand.engine.service_table import Choice, InstanceMode, ServiceEntry, ServiceSpec
+from cand.lab.netns import Topology
+from cand.model import (
+    BindingId,
+    FlowKeyKind,
+    InstanceKey,
+    InstanceState,
+    RouterId,
+    ServiceId,
+)
+from tests.netns.test_p4_bmv2 import H1, SW_MAC, Rig, make_rig
+
+pytestmark = pytest.mark.netns
+
+VIP = "2001:db8:5::1"
+EGRESS = "fc00:1e::3"
+INSTANCES = {  # D-BID -> its per-instance SID at the egress
+    "2001:db8:a::10": "fc00:0:3::11",
+    "2001:db8:b::10": "fc00:0:3::12",
+}
+A, B = "2001:db8:a::10", "2001:db8:b::10"
+ROUTER = "fc00:1e::1"
+
+
+@pytest.fixture
+def rig(topo: Topology, tmp_path: Path) -> Rig:
+    return make_rig(topo, tmp_path)
+
+
+def entry(
+    weights: dict[str, int], *, three_tuple: bool = False, timeout: float = 300.0
+) -> ServiceEntry:
+    service = ServiceId.parse(VIP)
+    spec = ServiceSpec(
+        service,
+        flow_key=FlowKeyKind.THREE_TUPLE if three_tuple else FlowKeyKind.FIVE_TUPLE,
+        affinity_timeout=timeout,
+    )
+    choices = tuple(
+        Choice(
+            InstanceKey(service, BindingId.parse(dbid)),
+            RouterId.parse(EGRESS),
+            ipaddress.IPv6Address(INSTANCES[dbid]),
+            w,
+            InstanceState.UP,
+            0,
+            1.0,
+            False,
+        )
+        for dbid, w in weights.items()
+    )
+    return ServiceEntry(spec, choices)
+
+
+def make_dp(rig: Rig, **options: Any) -> P4Dataplane:
+    opts = P4Options(address=rig.sw.address, **{"adopt_hold": 0.0, **options})
+    ports = [
+        Port(1, SW_MAC, rig.h1_mac, ("fc00:1::/64",)),
+        Port(2, SW_MAC, rig.h2_mac, ("fc00:0:3::/48", "fc00:2::/64")),
+    ]
+    pipeline = Pipeline(rig.program.json, rig.program.p4info)
+    return P4Dataplane(opts, ports, RouterId.parse(ROUTER), pipeline=pipeline)
+
+
+async def _no_events(_: Any) -> None:
+    return None
+
+
+@asynccontextmanager
+async def running(dp: P4Dataplane, *effects: Effect) -> AsyncIterator[P4Dataplane]:
+    """The plugin's run loop as the daemon runs it, connected; cancelled on the way out."""
+    if effects:
+        await dp.apply(effects)
+    task = asyncio.create_task(dp.run(_no_events))
+    try:
+        for _ in range(200):
+            if dp.status()["connected"] and dp.status()["reconciled"] >= 1:
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"the plugin never connected: {dp.status()}")
+        yield dp
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def syn(sport: int, src: str = H1) -> Any:
+    from scapy.all import TCP, Ether, IPv6
+
+    return Ether(dst=SW_MAC) / IPv6(src=src, dst=VIP, hlim=64) / TCP(sport=sport, dport=80)
+
+
+async def where(rig: Rig, name: str, frames: Iterable[Any]) -> dict[int, list[str]]:
+    """Sends `frames` from h1; for each TCP source port, the instances (by D-BID) its packets
+    were encapsulated towards, in order, as captured on h2."""
+    from scapy.all import TCP, IPv6, IPv6ExtHdrSegmentRouting
+
+    frames = list(frames)
+    cap, pcap = await asyncio.to_thread(rig.capture, name)
+    await asyncio.to_thread(rig.send, *frames)
+    got = await asyncio.to_thread(rig.captured, cap, pcap)
+    by_sid = {sid: dbid for dbid, sid in INSTANCES.items()}
+    out: dict[int, list[str]] = {}
+    for p in got:
+        if IPv6ExtHdrSegmentRouting in p and TCP in p:
+            out.setdefault(p[TCP].sport, []).append(by_sid[p[IPv6].dst])
+    return out
+
+
+async def bound(dp: P4Dataplane, count: int, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if len(dp.bound) >= count:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{len(dp.bound)} bindings, waited for {count}: {dp.status()}")
+
+
+async def device_bindings(dp: P4Dataplane) -> dict[e.FlowKey, e.Target]:
+    """The binding table as the switch holds it, read over the plugin's session."""
+    from cand_p4 import state as st
+
+    assert dp.sw is not None
+    rows = await dp.sw.read(fy.P4TableEntry(n.BINDING.name))
+    return {st.flow_key_of(r.match): st.target_of(r.action) for r in rows}
+
+
+def test_a_new_flow_is_bound_by_digest_and_stays_across_a_weight_change(rig: Rig) -> None:
+    async def main() -> None:
+        dp = make_dp(rig)
+        async with running(dp, ProgramService(entry({A: 500, B: 500}))):
+            first = await where(rig, "first", [syn(40000)])
+            await bound(dp, 1)
+            (instance,) = first[40000]
+            other = B if instance == A else A
+            key = e.FlowKey(H1, VIP, 6, 40000, 80)
+            assert dp.bound == {key: e.ToSid(INSTANCES[instance])}
+            # a repeated digest's insert is refused as ALREADY_EXISTS, which is no error
+            assert dp.sw is not None
+            with pytest.raises(fy.P4ClientError) as twice:
+                await dp.sw.write([+e.binding(key, e.ToSid(INSTANCES[A]), idle_timeout_s=60)])
+            assert already_exists(twice.value)
+            # all new flows to the other instance now: the bound flow stays where it is
+            await dp.apply([ProgramService(entry({instance: 0, other: 1000}))])
+            after = await where(
+                rig, "after", [syn(40000), syn(40000), *map(syn, range(41000, 41008))]
+            )
+            assert after[40000] == [instance, instance]
+            assert all(after[p] == [other] for p in range(41000, 41008)), after
+            rows = {str(b.flow): b for b in await dp.bindings()}
+            mine = next(b for b in rows.values() if b.flow.client_port == 40000)
+            assert str(mine.binding) == instance and str(mine.egress) == EGRESS
+            assert mine.packets == 2 and mine.bytes is not None and mine.bytes > 0
+            assert dp.status()["errors"] == 0, dp.status()
+
+    asyncio.run(main())
+
+
+def test_three_tuple_affinity_keeps_a_clients_flows_together(rig: Rig) -> None:
+    async def main() -> None:
+        dp = make_dp(rig)
+        async with running(dp, ProgramService(entry({A: 500, B: 500}, three_tuple=True))):
+            got = await where(rig, "c1", [syn(p) for p in range(42000, 42016)])
+            await bound(dp, 1)
+            used = {i for hops in got.values() for i in hops}
+            assert len(got) == 16 and len(used) == 1, got
+            assert list(dp.bound) == [e.FlowKey(H1, VIP, 6, 0, 0)]
+            # another client, many ports: one instance for all of them too
+            got2 = await where(rig, "c2", [syn(p, src="fc00:1::3") for p in range(42000, 42016)])
+            assert len({i for hops in got2.values() for i in hops}) == 1, got2
+        # a 5-tuple service spreads the same ports over both instances
+        dp5 = make_dp(rig)
+        async with running(dp5, ProgramService(entry({A: 500, B: 500}))):
+            got5 = await where(rig, "five", [syn(p, src="fc00:1::4") for p in range(43000, 43016)])
+            assert {i for hops in got5.values() for i in hops} == {A, B}, got5
+
+    asyncio.run(main())
+
+
+def test_a_removed_instance_gets_no_new_flow_but_keeps_its_bound_ones(rig: Rig) -> None:
+    async def main() -> None:
+        dp = make_dp(rig)
+        async with running(dp, ProgramService(entry({A: 500, B: 500}))):
+            # bind flows until one is on B
+            got = await where(rig, "spread", [syn(p) for p in range(44000, 44016)])
+            on_b = [p for p, hops in got.items() if hops == [B]]
+            assert on_b, got
+            await bound(dp, 16)
+            await dp.apply([ProgramService(entry({A: 1000}))])  # B withdrawn
+            new = await where(rig, "new", [syn(p) for p in range(45000, 45032)])
+            assert len(new) == 32 and all(hops == [A] for hops in new.values()), new
+            old = await where(rig, "old", [syn(on_b[0])])
+            assert old[on_b[0]] == [B]  # bound: its flow goes on
+            # the service removed altogether: its bindings go too
+            await dp.apply([RemoveService(ServiceId.parse(VIP))])
+            assert await device_bindings(dp) == {}
+
+    asyncio.run(main())
+
+
+def test_restarting_the_plugin_keeps_established_bindings_and_reconciles(rig: Rig) -> None:
+    async def main() -> None:
+        effect = ProgramService(entry({A: 500, B: 500}))
+        dp = make_dp(rig)
+        async with running(dp, effect):
+            first = await where(rig, "before", [syn(46000), syn(46001)])
+            await bound(dp, 2)
+        # no controller: the switch forwards the bound flows as they were
+        away = await where(rig, "away", [syn(46000), syn(46001)])
+        assert away == first
+        pipeline = Pipeline(rig.program.json, rig.program.p4info)
+        async with P4Switch(rig.sw.address, pipeline, election_id=30) as sw:
+            # damage while cand is away: a stray service entry, a deleted route
+            await sw.write(
+                [
+                    +e.service("2001:db8:6::1", 99, three_tuple=False, default_route=True),
+                    -fy.P4TableEntry(n.ROUTER.name, match=fy.P4TableMatch(dst="fc00:1::/64")),
+                ]
+            )
+        # a new cand that has not heard from the engine yet holds on to everything
+        held = make_dp(rig, adopt_hold=60.0)
+        async with running(held):
+            assert set(await device_bindings(held)) == set(dp.bound)
+            assert held.have is not None and "2001:db8:6::1" in held.have.services
+        # the next one knows the engine's entry and reconciles at once
+        again = make_dp(rig)
+        async with running(again, effect):
+            assert again.have is not None
+            assert set(again.have.services) == {VIP}
+            assert "fc00:1::/64" in again.have.routes
+            assert set(await device_bindings(again)) == set(dp.bound)
+            after = await where(rig, "after", [syn(46000), syn(46001)])
+            assert after == first  # established flows stay on their instances
+            assert again.status()["writes"] >= 1
+
+    asyncio.run(main())
+
+
+def test_idle_timeout_deletes_a_binding(rig: Rig) -> None:
+    async def main() -> None:
+        dp = make_dp(rig, idle_timeout=2.0)
+        async with running(dp, ProgramService(entry({A: 500, B: 500}))):
+            await where(rig, "once", [syn(47000)])
+            await bound(dp, 1)
+            assert len(await device_bindings(dp)) == 1
+            for _ in range(100):
+                if dp.status()["expired"] >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert dp.status()["expired"] == 1, dp.status()
+            assert dp.bound == {}
+            assert await device_bindings(dp) == {}
+            assert await dp.bindings() == []
+
+    asyncio.run(main())
+
+
+def test_a_switch_that_goes_away_is_reconnected_and_reprogrammed(rig: Rig) -> None:
+    """BMv2 stopped under a running plugin: the plugin counts the loss and keeps running (the
+    daemon never sees an exception), takes effects meanwhile, and once a new BMv2 (empty, no
+    program) listens again it reconnects with backoff, pushes the program and writes every
+    entry: new flows follow the weights set while the switch was away."""
+
+    async def main() -> None:
+        dp = make_dp(rig, reconnect_max=0.5)
+        async with running(dp, ProgramService(entry({A: 500, B: 500}))):
+            await where(rig, "up", [syn(48000)])
+            await bound(dp, 1)
+            assert rig.sw.proc is not None
+            rig.sw.proc.terminate()
+            await asyncio.to_thread(rig.sw.proc.wait, 10)
+            for _ in range(100):
+                if not dp.status()["connected"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert not dp.status()["connected"], dp.status()
+            await dp.apply([ProgramService(entry({A: 0, B: 1000}))])  # no switch: kept
+            await asyncio.sleep(1.0)  # a few failed tries
+            failed = dp.status()["errors"]
+            assert failed >= 1 and dp.status()["disconnects"] == 1, dp.status()
+            assert await dp.bindings() == []
+            rig.sw.socket.unlink(missing_ok=True)
+            await asyncio.to_thread(rig.sw.start, rig.topo)
+            for _ in range(200):
+                if dp.status()["connected"] and dp.status()["connects"] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert dp.status()["connects"] == 2, dp.status()
+            got = await where(rig, "back", [syn(p) for p in range(48100, 48108)])
+            assert len(got) == 8 and all(h == [B] for h in got.values()), got
+
+    asyncio.run(main())
+
+
+def test_a_local_nat_instance_is_delivered_by_end_dx6_until_it_is_removed(rig: Rig) -> None:
+    """Egress role through the plugin: ProgramLocalInstance of a `nat` service writes End.DX6
+    with ServiceNAT (the D-SID becomes the D-BID) and nat_out; RemoveLocalInstance takes both
+    away, and the instance's SID is no longer received."""
+    from scapy.all import TCP, Ether, IPv6, IPv6ExtHdrSegmentRouting
+
+    sid = "fc00:0:2::11"
+    key = InstanceKey(ServiceId.parse(VIP), BindingId.parse(A))
+
+    def towards() -> Any:
+        srh = IPv6ExtHdrSegmentRouting(addresses=[sid], segleft=0, nh=41)
+        inner = IPv6(src=H1, dst=VIP) / TCP(sport=49000, dport=80, flags="S")
+        return Ether(dst=SW_MAC) / IPv6(src=ROUTER, dst=sid) / srh / inner
+
+    async def delivered(name: str) -> list[Any]:
+        cap, pcap = await asyncio.to_thread(rig.capture, name)
+        await asyncio.to_thread(rig.send, towards())
+        got = await asyncio.to_thread(rig.captured, cap, pcap)
+        return [p for p in got if TCP in p and p[TCP].sport == 49000]
+
+    async def main() -> None:
+        dp = make_dp(rig)
+        dp.modes[ServiceId.parse(VIP)] = InstanceMode.NAT
+        dp.static = st.Static(
+            routes={**dp.static.routes, "2001:db8:a::/64": 2}, nexthops=dp.static.nexthops
+        )
+        async with running(dp, ProgramLocalInstance(key, ipaddress.IPv6Address(sid))):
+            assert dp.have is not None
+            assert dp.have.local_sids == {sid: st.LocalSid(A, True)}
+            assert dp.have.nat_out == {A: VIP}
+            (p,) = await delivered("in")
+            assert IPv6ExtHdrSegmentRouting not in p
+            assert (p[IPv6].src, p[IPv6].dst) == (H1, A)
+            await dp.apply([RemoveLocalInstance(key, ipaddress.IPv6Address(sid))])
+            assert dp.have.local_sids == {} and dp.have.nat_out == {}
+            assert await delivered("gone") == []
+
+    asyncio.run(main())
