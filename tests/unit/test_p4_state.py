@@ -214,6 +214,7 @@ def _choice(dbid: str, sid: str | None, w: int, **kw: Any) -> Choice:
         w,
         kw.get("state", InstanceState.UP),
         0,
+        10,
         1.0,
         kw.get("local", False),
     )

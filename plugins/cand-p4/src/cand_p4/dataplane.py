@@ -405,6 +405,7 @@ class P4Dataplane:
             "sids": len(self.local),
             "bindings": len(self.bound),
             **self.counters,
+            "dropped": dict(self.sw.dropped) if self.sw is not None else {},
         }
 
     # --- the session --------------------------------------------------------------------------

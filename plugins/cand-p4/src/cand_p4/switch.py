@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 import finsy as fy
 
@@ -70,8 +70,12 @@ class P4Switch:
         )
         self._sw = fy.Switch(name, address, options)
         self._open = False
-        self._flows: asyncio.Queue[NewFlow] = asyncio.Queue()
-        self._idle: asyncio.Queue[list[Any]] = asyncio.Queue()
+        # bounded: a flood of new flows (one digest per packet until bound) must not grow
+        # memory without limit; what does not fit is dropped and counted (the flow's next
+        # packet digests again)
+        self._flows: asyncio.Queue[NewFlow] = asyncio.Queue(maxsize=QUEUE_MAX)
+        self._idle: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=QUEUE_MAX)
+        self.dropped = {"digests": 0, "idle": 0, "bad_digests": 0}
         self._pump: asyncio.Task[None] | None = None
         self._idle_pump: asyncio.Task[None] | None = None
 
@@ -150,9 +154,10 @@ class P4Switch:
 
     async def new_flows(self) -> AsyncIterator[NewFlow]:
         """new_flow_t digests as they come, each acknowledged as it arrived (the digest must
-        be switched on: entries.new_flow_digest)."""
+        be switched on: entries.new_flow_digest). Raises ConnectionError if the reader ended
+        (the session is then over), instead of waiting forever."""
         while True:
-            yield await self._flows.get()
+            yield await _next(self._flows, self._pump, "digest")
 
     async def wait_closed(self) -> None:
         """Returns once the stream channel is down (at once if it is)."""
@@ -174,12 +179,15 @@ class P4Switch:
         """The table entries (finsy P4TableEntry, match only) of each idle-timeout
         notification, as they come; one reader is open from the start of the session."""
         while True:
-            yield await self._idle.get()
+            yield await _next(self._idle, self._idle_pump, "idle-timeout")
 
     async def _read_idle(self) -> None:
         notes = cast(AsyncIterator[Any], self._sw.read_idle_timeouts())
         async for note in notes:
-            self._idle.put_nowait(list(note.table_entry))
+            try:
+                self._idle.put_nowait(list(note.table_entry))
+            except asyncio.QueueFull:
+                self.dropped["idle"] += 1  # the entry times out again, or the next read sees it
 
     async def _read_digests(self) -> None:
         digests = cast(AsyncIterator[Any], self._sw.read_digests(n.NEW_FLOW_DIGEST))
@@ -188,5 +196,31 @@ class P4Switch:
             for data in batch:
                 try:
                     self._flows.put_nowait(NewFlow.from_digest(data))
-                except ValueError as e:
-                    log.warning("p4_digest_bad error=%s", e)
+                except asyncio.QueueFull:
+                    self.dropped["digests"] += 1
+                except (ValueError, TypeError, KeyError, AttributeError) as e:
+                    self.dropped["bad_digests"] += 1
+                    log.warning("p4_digest_bad error=%r", e)
+
+
+QUEUE_MAX = 8192
+T = TypeVar("T")
+
+
+async def _next(queue: asyncio.Queue[T], reader: asyncio.Task[None] | None, what: str) -> T:
+    """The next item of a reader's queue; ConnectionError once the reader has ended and the
+    queue is empty (its exception, if any, is the cause)."""
+    while True:
+        if not queue.empty():
+            return queue.get_nowait()
+        if reader is None or reader.done():
+            cause = None if reader is None or reader.cancelled() else reader.exception()
+            raise ConnectionError(f"p4: the {what} reader ended ({cause!r})") from cause
+        getter = asyncio.ensure_future(queue.get())
+        try:
+            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
