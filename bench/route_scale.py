@@ -366,7 +366,7 @@ def main() -> None:
             if sp == "exabgp" and n > a.exabgp_max:
                 continue
             last = a.profile and n == sizes[-1] and sp == "gobgp"
-            prof = RESULTS / "route_scale_ingress.svg" if last else None
+            prof = RESULTS / f"{a.out}_ingress.svg" if last else None
             rows.append(one(sp, n, a.instances, prof, a.kernel_timeout))
             r = rows[-1]
             save(a.out, {"command": "(partial)", "rows": rows})  # a later crash keeps these
