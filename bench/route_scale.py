@@ -272,6 +272,7 @@ def with_cand(
         "recomputes": recomputes,
         "recomputes_per_s": recomputes / max(t_rib - t_up, 1e-9),
         "batches": st["daemon"].get("batches"),
+        "paths_read": st["speaker"].get("paths_read"),  # ListPath's paths, re-reads included
         "rss_mb": proc_kb(pid, "VmRSS"),
         "rss_peak_mb": max(peak, proc_kb(pid, "VmHWM")),
         "dataplane": {

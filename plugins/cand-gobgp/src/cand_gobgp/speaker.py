@@ -135,6 +135,7 @@ class GobgpSpeaker:
             "advertised": 0,
             "withdrawn": 0,
             "learned": 0,
+            "paths_read": 0,  # every path ListPath handed back, re-reads included
             "malformed": 0,
             "rpc_errors": 0,
             "streams": 0,
@@ -624,6 +625,7 @@ class GobgpSpeaker:
             )
             try:
                 async for d in self.stub.ListPath(req):
+                    self.counters["paths_read"] += len(d.destination.paths)
                     for p in d.destination.paths:
                         try:
                             route = self._decode(p, p.nlri_binary)
