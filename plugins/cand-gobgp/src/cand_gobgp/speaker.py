@@ -100,6 +100,8 @@ RIB_OUT_CHECK_MIN, RIB_OUT_CHECK_MAX = 1.0, 3600.0
 
 
 REFUSED_MEMORY = 4096
+PATH_MEMO = 8192
+"""Decoded paths remembered by their bytes (about 600 B each with the key: 5 MB)."""
 STREAM_MIN = 16
 """From this many paths in one batch on, `AddPathStream` instead of one `AddPath` each."""
 STREAM_CHUNK = 1000
@@ -144,6 +146,10 @@ class GobgpSpeaker:
             "drift_withdrawn": 0,
             "graceful_shutdown": 0,
         }
+        # a path read again with the same bytes (the re-read of a D-SID after a watch event,
+        # or of a whole table after a session came back) is the route decoded before, the same
+        # object; keyed on all its bytes, so any change decodes afresh; errors are not kept
+        self._decode_bytes = functools.lru_cache(maxsize=PATH_MEMO)(self._decode_raw)
         self._dirty: dict[str, set[ServiceId]] = {}
         self._resync: set[str] = set()
         self._wake = asyncio.Event()
@@ -661,7 +667,10 @@ class GobgpSpeaker:
 
     def _decode(self, p: Any, nlri: bytes) -> InstanceRoute:
         afi = bgp_update.AFI_IP6 if p.family.afi == pb.Family.AFI_IP6 else bgp_update.AFI_IP
-        return bgp_update.decode_path(nlri, list(p.pattrs_binary), afi, self.asn)
+        return self._decode_bytes(nlri, tuple(p.pattrs_binary), afi)
+
+    def _decode_raw(self, nlri: bytes, attrs: tuple[bytes, ...], afi: int) -> InstanceRoute:
+        return bgp_update.decode_path(nlri, attrs, afi, self.asn)
 
     # --- views -----------------------------------------------------------------------------
 
