@@ -209,9 +209,13 @@ def _words(codes: tuple[int, ...], value: int) -> list[tuple[int, int]]:
 
 
 def _unwords(codes: tuple[int, ...], got: Mapping[int, int]) -> int | None:
-    if not all(c in got for c in codes):
-        return None
-    return sum(got[c] << (32 * (len(codes) - 1 - i)) for i, c in enumerate(codes))
+    value = 0
+    for c in codes:  # most significant first
+        word = got.get(c)
+        if word is None:
+            return None
+        value = (value << 32) | word
+    return value
 
 
 def large_communities(asn: int, values: Iterable[tuple[int, int]]) -> bytes:
