@@ -4,7 +4,7 @@ Sending: each local instance is one path, handed over as raw attribute bytes mad
 `cand.wire.bgp` (`pattrs_binary`), so GoBGP, ExaBGP and the tests share one encoder.
 
 Receiving: `WatchEvent(ADJIN)` says *which* prefixes of *which* peer changed; the speaker then
-reads those prefixes back from that peer's adj-RIB-in with `ListPath(enable_attribute_binary)`
+reads those prefixes back from that peer's adj-RIB-in with `ListPath(enable_only_binary)`
 in one call per batch and reconciles: what is new or changed becomes `RouteLearned`, what is
 gone `RouteWithdrawn`. Reading the per-peer adj-RIB-in (not the best-path stream) keeps every
 ADD-PATH alternative and its withdrawal visible; reading bytes lets one codec decode them.
