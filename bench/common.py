@@ -14,7 +14,17 @@ from typing import Any
 
 from cand_testbed.mosquitto import running as broker_running
 
+from cand.lab.netns import netns_available
+
 RESULTS = Path(__file__).parent / "results"
+
+
+def need_netns(bench: str) -> None:
+    """Exit with the reason when this machine cannot make network namespaces (not root, no
+    `ip`): the lab benchmarks need them and say so instead of failing halfway."""
+    why = netns_available()
+    if why:
+        raise SystemExit(f"{bench}: {why}")
 
 
 @contextmanager

@@ -21,8 +21,7 @@ from typing import Any
 
 from cand_testbed.fig2 import INSTANCES, WEB, Fig2
 
-from bench.common import save, summary, table
-from cand.lab.netns import netns_available
+from bench.common import need_netns, save, summary, table
 
 SINK_PORT = 8080
 D_BID = INSTANCES["web-3"][1]
@@ -88,9 +87,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of one iperf3 run")
     ap.add_argument("--reps", type=int, default=3, help="iperf3 runs per path")
     a = ap.parse_args()
-    why = netns_available()
-    if why:
-        sys.exit(f"dataplane_cost: {why}")
+    need_netns("dataplane_cost")
     m = measure(a.connects, a.seconds, a.reps)
     c, bps = m["connect_us"], m["bits_per_s"]
     gbit = {o: {k: sum(v) / len(v) / 1e9 for k, v in b.items()} for o, b in bps.items()}

@@ -19,8 +19,10 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,8 @@ from typing import Any
 from cand_testbed.faults import Fault, every_fault
 from cand_testbed.fig2 import APP, INSTANCES, WEB, Fig2
 
-from bench.common import RESULTS, save, table
+from bench.common import RESULTS, need_netns, save, table
 from cand.api import ApiError
-from cand.lab.netns import netns_available
 
 D_BID = {name: binding for name, (_, binding, _) in INSTANCES.items()}
 
@@ -142,6 +143,12 @@ def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
         "new": len(new),
         "new_failed": len(failed),
         "new_to_unusable": len(to_bad),
+        # when each failed new connection started, in s from the injection (its `at` is when
+        # the client gave up, 3 s after a connect timed out): which part of a fault hurt
+        "new_failed_at": [
+            round(r["at"] - (r.get("ms") or 0) / 1000 - t.injected, 2) if t.injected else None
+            for r in failed
+        ],
         "ms_until_steering_right": right_after,
         "table_samples_wrong": len(wrong_samples),
         "error": t.error,
@@ -173,7 +180,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(t: Trial, path: Path) -> Path | None:
-    """Connection outcomes over time for one trial (ok / failed, new / long-lived)."""
+    """Connection outcomes over time for one trial: new connections per half second by when
+    they started (served / failed), and the long-lived connections' requests (served / the
+    request that found the connection broken), the fault shaded."""
     try:
         import matplotlib
 
@@ -182,31 +191,123 @@ def plot(t: Trial, path: Path) -> Path | None:
     except ImportError:
         print("(matplotlib not installed: no plot)")
         return None
-    t0 = min(r["at"] for r in t.rows)
-    fig, ax = plt.subplots(figsize=(8, 3))
-    for kind, y in (("long", 1), ("new", 0)):
-        ok = [r["at"] - t0 for r in t.rows if r["kind"] == kind and r["served_by"]]
-        bad = [r["at"] - t0 for r in t.rows if r["kind"] == kind and not r["served_by"]]
-        ax.scatter(ok, [y] * len(ok), s=4, marker="|", color="tab:green")
-        ax.scatter(bad, [y] * len(bad), s=30, marker="x", color="tab:red")
-    if t.injected:
-        ax.axvspan(t.injected - t0, t.repaired - t0, color="tab:orange", alpha=0.2)
-    ax.set_yticks([0, 1], ["new", "established"])
-    ax.set_xlabel("seconds")
-    ax.set_title(f"{t.fault}: every request (x = failed), fault shaded")
+
+    def started(r: dict[str, Any]) -> float:
+        return float(r["at"]) - float(r.get("ms") or 0) / 1000  # `at` is when it ended
+
+    t0 = min(started(r) for r in t.rows)
+    fig, (top, low) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    width = 0.5
+    end = max(float(r["at"]) for r in t.rows) - t0
+    edges = [i * width for i in range(int(end / width) + 2)]
+    new = [r for r in t.rows if r["kind"] == "new"]
+    ok = [started(r) - t0 for r in new if r["served_by"]]
+    bad = [started(r) - t0 for r in new if not r["served_by"]]
+    top.hist([ok, bad], bins=edges, stacked=True, color=["tab:green", "tab:red"],
+             label=["served", "failed"])  # fmt: skip
+    top.set_ylabel(f"new / {width:g} s")
+    top.legend(loc="lower right", fontsize=8)
+    conns = sorted({r["conn"] for r in t.rows if r["kind"] == "long"})
+    row = {c: i for i, c in enumerate(conns)}
+    for r in (r for r in t.rows if r["kind"] == "long"):
+        x, y = started(r) - t0, row[r["conn"]]
+        if r["served_by"]:
+            low.plot(x, y, "|", color="tab:green", markersize=6)
+        else:
+            low.plot(x, y, "x", color="tab:red", markersize=8)
+    low.set_yticks(range(len(conns)), [f"conn {c}" for c in conns], fontsize=7)
+    low.set_ylabel("long-lived")
+    low.set_xlabel("seconds (by when each connection or request started)")
+    for ax in (top, low):
+        if t.injected:
+            ax.axvspan(t.injected - t0, t.repaired - t0, color="tab:orange", alpha=0.2)
+    top.set_title(f"{t.fault}: every connection (red: failed), fault shaded")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def soak_sample(lab: Fig2) -> dict[str, Any]:
+def soak_sample(lab: Fig2, fault: str | None) -> dict[str, Any]:
+    """dr1's cand now: RSS, open file descriptors, asyncio tasks (and its pid: a `kill -9
+    cand (dr1)` starts a new process, whose figures start again)."""
     pid = lab.pids("dr1", "cand.cli run")[0]
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:"))
     fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
     tasks = asyncio.run(lab.api("dr1", "status")).get("tasks")
-    return {"at": time.time(), "rss_kb": rss, "fds": fds, "tasks": tasks}
+    return {
+        "at": time.time(), "pid": pid, "after": fault, "rss_kb": rss, "fds": fds, "tasks": tasks,
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+
+
+SOAK_FIGURES = ("rss_kb", "fds", "tasks")
+
+
+def soak_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Start, end and max of each figure, over every sample and over the longest-lived
+    process (the one a leak would show in: a restart starts from scratch)."""
+    if not samples:
+        return {}
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for x in samples:
+        runs.setdefault(x["pid"], []).append(x)
+    longest = max(runs.values(), key=lambda r: r[-1]["at"] - r[0]["at"])
+
+    def figures(xs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            k: {"start": xs[0][k], "end": xs[-1][k], "max": max(x[k] for x in xs)}
+            for k in SOAK_FIGURES
+        }
+
+    loads = [x["load"] for x in samples]
+    return {
+        "minutes": round((samples[-1]["at"] - samples[0]["at"]) / 60, 1),
+        "samples": len(samples),
+        "processes": len(runs),
+        "all": figures(samples),
+        "longest_process": {
+            "pid": longest[0]["pid"],
+            "minutes": round((longest[-1]["at"] - longest[0]["at"]) / 60, 1),
+            **figures(longest),
+        },
+        "load_average": {"min": min(loads), "mean": sum(loads) / len(loads), "max": max(loads)},
+    }
+
+
+def plot_soak(samples: list[dict[str, Any]], path: Path) -> Path | None:
+    """dr1's RSS, file descriptors and tasks over the soak; a new pid is marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return None
+    t0 = samples[0]["at"]
+    mins = [(x["at"] - t0) / 60 for x in samples]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True)
+    labels = {"rss_kb": "RSS (MiB)", "fds": "open fds", "tasks": "asyncio tasks"}
+    for ax, key in zip(axes, SOAK_FIGURES, strict=True):
+        ys = [x[key] / 1024 if key == "rss_kb" else x[key] for x in samples]
+        ax.plot(mins, ys, marker=".", color="tab:blue")
+        ax.set_ylabel(labels[key])
+        ax.set_ylim(bottom=0, top=max(ys) * 1.25 or 1)
+        for i in range(1, len(samples)):
+            if samples[i]["pid"] != samples[i - 1]["pid"]:
+                ax.axvline(mins[i], color="tab:red", alpha=0.4, linestyle="--")
+    axes[-1].set_xlabel("minutes (dashed: dr1's cand killed and restarted)")
+    axes[0].set_title("dr1's cand over the soak, sampled after every fault")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(f"bench.faults: signal {signum}")  # so that `finally` takes the lab down
 
 
 def main() -> None:
@@ -219,19 +320,33 @@ def main() -> None:
     ap.add_argument("--keep", type=int, default=3, help="long-lived connections per D-SID")
     ap.add_argument("--soak", type=float, default=0.0, help="minutes of random faults")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--lab-name",
+        help="the lab's own name (its namespaces are clab-NAME-*); default dyncast-fig2, "
+        "or fig2-<random> for a soak, which then runs beside other copies of the lab",
+    )
+    ap.add_argument("--replot", type=Path, help="draw a results file's plotted trial again")
     a = ap.parse_args()
-    why = netns_available()
-    if why:
-        sys.exit(f"bench.faults: {why}")
+    if a.replot:
+        got = json.loads(a.replot.read_text())["plotted"]
+        again = Trial(got["fault"], got["injected"], got["repaired"], got["rows"])
+        print(f"written: {plot(again, a.replot.with_suffix('.png'))}")
+        return
+    need_netns("bench.faults")
     random.seed(a.seed)
     only = a.only.split(",") if a.only else []
     faults = [f for f in every_fault(a.speaker) if not only or any(o in f.name for o in only)]
-    lab = Fig2(a.speaker)
-    lab.up()
+    name = a.lab_name or (f"fig2-{uuid.uuid4().hex[:6]}" if a.soak else None)
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    signal.signal(signal.SIGHUP, _exit_on_term)
+    lab = Fig2(a.speaker, name)
     rows: list[dict[str, Any]] = []
     soak: list[dict[str, Any]] = []
     try:
+        lab.up()
         asyncio.run(lab.wait_ready())
+        if a.soak:
+            soak.append(soak_sample(lab, None))
         base = asyncio.run(trial(lab, None, a.duration, a.rate, a.keep))
         rows.append(account(base, None))
         shown: Trial | None = None
@@ -245,7 +360,8 @@ def main() -> None:
             if shown is None and f.unusable and t.rows:
                 shown = t
             if a.soak:
-                soak.append(soak_sample(lab))
+                soak.append(soak_sample(lab, f.name))
+                print(json.dumps(soak[-1]), flush=True)
     finally:
         lab.down()
     summary = summarize(rows)
@@ -264,9 +380,14 @@ def main() -> None:
     )  # fmt: skip
     results = Path(os.environ.get("CAND_BENCH_RESULTS", RESULTS))
     results.mkdir(parents=True, exist_ok=True)
-    png = plot(shown, results / "faults.png") if shown is not None else None
+    stem = "faults_soak" if a.soak else "faults" if a.speaker == "gobgp" else "faults_exabgp"
+    png = plot(shown, results / f"{stem}.png") if shown is not None else None
+    soak_png = plot_soak(soak, results / f"{stem}_daemon.png") if len(soak) > 1 else None
+    soaked = soak_summary(soak)
+    if soaked:
+        print(json.dumps(soaked, indent=1))
     path = save(
-        "faults",
+        stem,
         {
             "command": "python -m bench.faults " + " ".join(sys.argv[1:]),
             "speaker": a.speaker,
@@ -276,8 +397,19 @@ def main() -> None:
             "keep": a.keep,
             "summary": summary,
             "trials": rows,
+            "lab": lab.lab.name,
             "soak": soak,
+            "soak_summary": soaked,
             "plot": str(png) if png else None,
+            "plotted": {  # the plotted trial's rows: `--replot` draws it again
+                "fault": shown.fault,
+                "injected": shown.injected,
+                "repaired": shown.repaired,
+                "rows": shown.rows,
+            }
+            if shown is not None
+            else None,
+            "soak_plot": str(soak_png) if soak_png else None,
         },
     )
     print(f"written: {path}")

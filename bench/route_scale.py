@@ -34,9 +34,9 @@ from typing import Any
 
 from cand_testbed.routers import cand_toml, start_cand, wait_api
 
-from bench.common import RESULTS, save, table
+from bench.common import RESULTS, need_netns, save, table
 from cand.api import ApiError, request
-from cand.lab.netns import Topology, netns_available
+from cand.lab.netns import Topology
 
 EGRESS, INGRESS = "fc00:a::3", "fc00:a::1"
 TIMEOUT = 900.0
@@ -357,9 +357,7 @@ def main() -> None:
         "--kernel-timeout", type=float, default=TIMEOUT, help="give up on the kernel after this"
     )
     a = ap.parse_args()
-    why = netns_available()
-    if why:
-        sys.exit(f"route_scale: {why}")
+    need_netns("route_scale")
     sizes = sorted(map(int, a.sizes.split(",")))
     rows = []
     for n in sizes:

@@ -21,6 +21,7 @@ from cand.engine.policy import PolicyParams
 from cand.engine.rib import RibLimits
 from cand.engine.service_table import DefaultAction, InstanceMode, ServiceSpec
 from cand.model import FlowKeyKind, ModelError, RouterId, ServiceId
+from cand.normalize import CATEGORIES, L0_NAMES, Normalization
 from cand.wire.mqtt import AGENT_MAX_RECONNECT
 
 
@@ -151,6 +152,9 @@ class NeighborConfig(_Model):
     route_reflector_client: bool = False
     bfd: bool = False
     description: str = ""
+    edge_metadata: bool = False
+    """Also send the Edge Metadata attribute (42, draft-ietf-idr-5g-edge-service-metadata) to
+    this neighbour: only for a direct session with a draft-aware speaker (reflectors drop it)."""
 
     @field_validator("address")
     @classmethod
@@ -170,8 +174,21 @@ class BgpConfig(_Model):
     """On a stop, announce every path with GRACEFUL_SHUTDOWN (RFC 8326) this many seconds
     before withdrawing it; 0: withdraw at once."""
     neighbors: tuple[NeighborConfig, ...] = ()
+    edge_metadata_capability: Annotated[int, Field(ge=0, le=65535)] = 0xFF01
+    """The capability code of the Service-Oriented Capability sub-TLV that carries the CATS L2
+    score in attribute 42. The draft assigns none: set it to what the peers expect."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Speaker-specific settings, passed to the speaker plugin as they are."""
+
+    @model_validator(mode="after")
+    def _edge_metadata(self) -> BgpConfig:
+        for i, n in enumerate(self.neighbors):
+            if n.edge_metadata and self.speaker == "gobgp":
+                raise ValueError(
+                    f"bgp.neighbors[{i}].edge_metadata: gobgpd strips unknown optional"
+                    ' non-transitive attributes before sending (measured); use speaker = "exabgp"'
+                )
+        return self
 
     @field_validator("router_id")
     @classmethod
@@ -302,6 +319,49 @@ class DataplaneConfig(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ServiceMetricsConfig(_Model):
+    """How an egress scores this service's instances: L0 -> CATS L1/L2 (`cand.normalize`)."""
+
+    method: Literal["min-max", "log"] = "min-max"
+    composition: Literal["min", "mean"] = "min"
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Per L0 value: [best, worst]; the others keep their defaults."""
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    """Per category, for `composition = "mean"`."""
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (best, worst) in v.items():
+            if name not in L0_NAMES:
+                raise ValueError(f"{name!r} is not an L0 value ({', '.join(L0_NAMES)})")
+            if not 0 <= best < worst:
+                raise ValueError(f"{name}: need 0 <= best < worst, got [{best}, {worst}]")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name not in CATEGORIES:
+                raise ValueError(f"{name!r} is not a category ({', '.join(CATEGORIES)})")
+        return v
+
+    @model_validator(mode="after")
+    def _mean(self) -> ServiceMetricsConfig:
+        if self.weights and self.composition != "mean":
+            raise ValueError('weights: only used with composition = "mean"')
+        return self
+
+    def normalization(self) -> Normalization:
+        return Normalization(
+            method=self.method,
+            bounds=self.bounds,
+            composition=self.composition,
+            weights=self.weights,
+        )
+
+
 class ServiceConfig(_Model):
     sid: str
     name: str = ""
@@ -310,6 +370,7 @@ class ServiceConfig(_Model):
     policy: str | None = None
     default: DefaultAction = DefaultAction.DROP
     mode: InstanceMode = InstanceMode.VIP
+    metrics: ServiceMetricsConfig = ServiceMetricsConfig()
 
     @field_validator("sid")
     @classmethod
@@ -410,6 +471,7 @@ class Config(_Model):
                 default=s.default,
                 mode=s.mode,
                 name=s.name,
+                normalization=s.metrics.normalization(),
             )
             for s in self.services
         }

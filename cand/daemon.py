@@ -129,11 +129,23 @@ class Daemon:
             self.counters["reloads_refused"] += 1
             log.warning("event=reload_refused why=%r", str(e))
             raise ReloadRefused(str(e)) from None
-        plan = plan_reload(self.config, new)
+        speaker = self.adapters.speaker
+        live = speaker is not None and speaker.live_neighbors()
+        plan = plan_reload(self.config, new, live_neighbors=live)
         problems = self.engine.reload_problems(plan.engine)
         if problems:
             self.counters["reloads_refused"] += 1
             raise ReloadRefused("; ".join(problems))
+        if plan.neighbors is not None and speaker is not None:
+            try:
+                await speaker.set_neighbors(plan.neighbors)
+            except Exception as e:  # a speaker RPC failed: maybe partly applied, say so
+                self.counters["reloads_refused"] += 1
+                log.error("event=reload_neighbors_failed error=%r", str(e))
+                raise ReloadRefused(
+                    f"bgp.neighbors: the speaker failed ({e}); some sessions may have changed: "
+                    "`cand restart` applies the file whole"
+                ) from e
         self.config = plan.effective
         await self.queue.put(Reconfigured(plan.engine))
         for egress, cost in plan.costs:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -50,6 +51,11 @@ class Lane:
         self._idle = asyncio.Event()
         self._idle.set()
         self.counters = {"batches": 0, "effects": 0, "failed": 0, "max_backlog": 0, "rests": 0}
+        # when the last batch was handed to the adapter and when the adapter was done with it
+        # (time.monotonic(), the clock of the rib's timestamps): `cand status` shows how long
+        # an adapter takes, and a benchmark can split a change's path into its legs
+        self.last_started: float | None = None
+        self.last_done: float | None = None
 
     def put(self, effects: Sequence[Effect]) -> None:
         self._pending.extend(effects)
@@ -74,6 +80,7 @@ class Lane:
             batch, self._pending = coalesce(self._pending), []
             self.counters["batches"] += 1
             self.counters["effects"] += len(batch)
+            self.last_started = time.monotonic()
             try:
                 await self._apply(batch)
             except AdapterError as e:
@@ -90,11 +97,17 @@ class Lane:
             finally:
                 took = loop.time() - start
                 self._rest_until = loop.time() + min(MAX_REST, took * (1 - self._duty) / self._duty)
+                self.last_done = time.monotonic()
             if not self._pending:
                 self._idle.set()
 
     def status(self) -> dict[str, Any]:
-        return {"backlog": len(self._pending), **self.counters}
+        return {
+            "backlog": len(self._pending),
+            **self.counters,
+            "last_started": self.last_started,
+            "last_done": self.last_done,
+        }
 
 
 def coalesce(effects: list[Effect]) -> list[Effect]:

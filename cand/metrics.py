@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from cand.normalize import CATEGORIES, band
+
+BANDS = ("avoid", "medium", "preferred")
+
 if TYPE_CHECKING:
     from cand.view import DaemonView
 
@@ -42,6 +46,7 @@ class DaemonCollector(Collector):
         for svc, n in self.daemon.eligible().items():
             weights.add_metric([svc], n)
         yield weights
+        yield from self._scores()
         dropped = CounterMetricFamily(
             "cand_metric_messages_dropped",
             "metric messages dropped, by reason",
@@ -63,6 +68,45 @@ class DaemonCollector(Collector):
         for reason, n in ((st.get("speaker") or {}).get("rejected") or {}).items():
             rejected.add_metric([reason], n)
         yield rejected
+
+    def _scores(self) -> Iterator[Any]:
+        """CATS L2 scores (0..10, higher is better) per D-SID: the best an eligible instance
+        has, and how many live instances are in each of the draft's bands."""
+        best = GaugeMetricFamily(
+            "cand_service_l2_best",
+            "highest CATS L2 score (0-10, higher is better) of an instance taking new flows",
+            labels=["service"],
+        )
+        bands = GaugeMetricFamily(
+            "cand_service_instances_by_l2_band",
+            "instances not down, by CATS L2 band: avoid 0-3, medium 4-7, preferred 8-10",
+            labels=["service", "band"],
+        )
+        l1_bands = GaugeMetricFamily(
+            "cand_service_instances_by_l1_band",
+            "instances not down, by CATS L1 category (computing, communication, service, "
+            "composed) and band of their score; an instance without a category's score is in "
+            "no band of it",
+            labels=["service", "category", "band"],
+        )
+        for svc in self.daemon.services_json():
+            live = [i for i in svc["instances"] if i["state"] != "down"]
+            eligible = [i["l2"] for i in live if i["weight"] > 0]
+            if eligible:
+                best.add_metric([svc["service"]], max(eligible))
+            for name in BANDS:
+                bands.add_metric(
+                    [svc["service"], name], sum(1 for i in live if band(i["l2"]) == name)
+                )
+            for category in CATEGORIES:
+                scores = [i["l1"][category] for i in live if category in i.get("l1", {})]
+                for name in BANDS:
+                    l1_bands.add_metric(
+                        [svc["service"], category, name], sum(1 for s in scores if band(s) == name)
+                    )
+        yield best
+        yield bands
+        yield l1_bands
 
 
 async def serve(daemon: DaemonView, listen: str) -> None:

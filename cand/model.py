@@ -6,6 +6,7 @@ never has to ask whether a value is well-formed.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import hashlib
@@ -13,6 +14,8 @@ import ipaddress
 import math
 from dataclasses import dataclass, field
 from typing import Any, Self
+
+from cand.normalize import SCORE_MAX, Scores, normalize
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -175,28 +178,62 @@ def _count(name: str, value: int | None) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class NormalizedMetrics:
-    """CATS L1: one load figure in 0..1 per category, None where the instance did not say."""
+class ResourceLoads:
+    """How busy an instance is, per resource, in 0..1 (None where it did not say). Higher is
+    busier: these are loads, not CATS scores (see `Metrics.scores` for those)."""
 
     compute: float | None
     memory: float | None
     sessions: float | None
     queue: float | None
 
-    def bottleneck(self) -> float:
-        """The most loaded category: an instance is as busy as its scarcest resource."""
+    def bottleneck(self) -> float | None:
+        """The most loaded resource: an instance is as busy as its scarcest one."""
         known = [v for v in (self.compute, self.memory, self.sessions, self.queue) if v is not None]
-        return max(known, default=0.0)
+        return max(known) if known else None
 
 
-@dataclass(frozen=True, slots=True)
+MAX_DELAY_MS = 3_600_000.0  # an hour: anything longer is not a service delay
+
+
+def _delay(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ModelError(f"metrics.delay: expected a finite number, got {value!r}")
+    if not 0.0 <= value <= MAX_DELAY_MS:
+        raise ModelError(f"metrics.delay: milliseconds within 0..{MAX_DELAY_MS:.0f}, got {value}")
+    return round(float(value), 3)
+
+
+_L0_FIELDS = (
+    "cpu",
+    "gpu",
+    "memory",
+    "sessions",
+    "max_sessions",
+    "queue",
+    "max_queue",
+    "capacity",
+    "delay",
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Metrics:
-    """What a D-MA reports about one instance.
+    """What a D-MA reports about one instance, in the CATS levels.
 
-    L0 are the raw values (utilisations in 0..1 with per-mille precision, counts as integers).
-    `capacity` is how much work the instance can take relative to its siblings (any unit, the same
-    for every instance of one service); it is what makes a big idle instance worth more than a
-    small idle one. L1 and L2 are derived, so every router computes them the same way.
+    L0 are the raw values: utilisations in 0..1 with per-mille precision, counts as integers,
+    `delay` the service's response delay in milliseconds (microsecond precision). `capacity`
+    is how much work the instance can take relative to its siblings (any unit, the same for
+    every instance of one service); it is what makes a big idle instance worth more than a
+    small idle one.
+
+    `scores` are the L1/L2 scores (0..10, higher is better) when someone computed them: the
+    instance itself, or the egress under the service's normalization, and then they travel
+    on the wire. Without them, `l2` and `l1` are computed under the default normalization
+    (`cand.normalize`). The decision engine shares new flows by the fine-grained `load`
+    (0..1, higher is busier); `load_permille` is what the wire carries of it.
     """
 
     cpu: float | None = None
@@ -207,7 +244,10 @@ class Metrics:
     queue: int | None = None
     max_queue: int | None = None
     capacity: int = 100
+    delay: float | None = None
+    scores: Scores | None = None
     _load: float = field(init=False, repr=False, compare=False, default=0.0)
+    _derived: Scores | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         for name in ("cpu", "gpu", "memory"):
@@ -220,11 +260,19 @@ class Metrics:
         for limit in ("max_sessions", "max_queue"):
             if getattr(self, limit) == 0:
                 raise ModelError(f"metrics.{limit}: must be at least 1 when given")
-        object.__setattr__(self, "_load", self.l1().bottleneck())
+        object.__setattr__(self, "delay", _delay(self.delay))
+        if self.scores is not None and not isinstance(self.scores, Scores):
+            raise ModelError("metrics.scores: not a Scores value")
+        load = self.loads().bottleneck()
+        if load is None:
+            # no resource load reported: an instance that gave only its L2 is as busy as
+            # its score says (10 idle, 0 saturated); one that gave nothing is idle
+            load = (SCORE_MAX - self.scores.l2) / SCORE_MAX if self.scores is not None else 0.0
+        object.__setattr__(self, "_load", load)
 
-    def l1(self) -> NormalizedMetrics:
+    def loads(self) -> ResourceLoads:
         compute_parts = [v for v in (self.cpu, self.gpu) if v is not None]
-        return NormalizedMetrics(
+        return ResourceLoads(
             compute=max(compute_parts) if compute_parts else None,
             memory=self.memory,
             sessions=_fill(self.sessions, self.max_sessions),
@@ -233,13 +281,49 @@ class Metrics:
 
     @property
     def load(self) -> float:
-        """Bottleneck utilisation in 0..1."""
+        """Bottleneck utilisation in 0..1 (higher is busier)."""
         return self._load
 
     @property
+    def load_permille(self) -> int:
+        """The bottleneck load in per-mille, 0 idle .. 1000 saturated (higher is worse)."""
+        return round(self._load * 1000)
+
+    @property
+    def cats(self) -> Scores:
+        """L1/L2 scores: the ones given, else computed under the default normalization."""
+        if self.scores is not None:
+            return self.scores
+        if self._derived is None:
+            object.__setattr__(self, "_derived", normalize(self))
+        assert self._derived is not None
+        return self._derived
+
+    @property
     def l2(self) -> int:
-        """CATS L2: one compute cost in per-mille of the bottleneck resource (0 = idle)."""
-        return round(self.load * 1000)
+        """CATS L2: one score 0..10 for this instance, higher is better."""
+        return self.cats.l2
+
+    def l1(self) -> dict[str, int]:
+        """CATS L1: the known category scores 0..10, higher is better."""
+        return self.cats.l1()
+
+    def with_scores(self, scores: Scores | None) -> Metrics:
+        return dataclasses.replace(self, scores=scores)
+
+    def _identity(self) -> tuple[object, ...]:
+        return (*(getattr(self, k) for k in _L0_FIELDS), self.cats)
+
+    def __eq__(self, other: object) -> bool:
+        """The same L0 values and the same L1/L2 scores, however the scores came about: a
+        report scored under the default normalization equals one that carries those scores."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Metrics)
+        return self is other or self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     @property
     def spare(self) -> float:
@@ -247,20 +331,8 @@ class Metrics:
         return self.capacity * (1.0 - self.load)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "cpu",
-                "gpu",
-                "memory",
-                "sessions",
-                "max_sessions",
-                "queue",
-                "max_queue",
-                "capacity",
-            )
-            if getattr(self, k) is not None
-        }
+        """The L0 values given (what the MQTT payload's `metrics` object carries)."""
+        return {k: getattr(self, k) for k in _L0_FIELDS if getattr(self, k) is not None}
 
 
 def _fill(value: int | None, limit: int | None) -> float | None:
@@ -348,7 +420,9 @@ class InstanceRoute:
             "sid": str(self.sid) if self.sid is not None else None,
             "state": self.state.value,
             "seq": self.seq,
+            "load_permille": self.metrics.load_permille,
             "l2": self.metrics.l2,
+            "l1": self.metrics.l1(),
             "metrics": self.metrics.to_json(),
         }
         if self.graceful_shutdown:

@@ -17,7 +17,7 @@ from cand.engine.events import Event
 from cand.model import Binding, InstanceKey, InstanceRoute, RouterId, ServiceId
 
 if TYPE_CHECKING:
-    from cand.config import Config
+    from cand.config import Config, NeighborConfig
 
 Emit = Callable[[Event], Awaitable[None]]
 
@@ -81,6 +81,15 @@ class Speaker(Protocol):
 
     async def stop(self, mode: StopMode) -> None:
         """Called while `run` still runs, before it is cancelled; see `StopMode`."""
+        ...
+
+    def live_neighbors(self) -> bool:
+        """Whether `set_neighbors` changes sessions in place (else a restart applies them)."""
+        ...
+
+    async def set_neighbors(self, neighbors: Sequence[NeighborConfig]) -> None:
+        """`cand reload`: sessions of neighbours that are gone are closed (their routes
+        withdrawn), new ones opened, changed ones updated; the others are left alone."""
         ...
 
     def status(self) -> dict[str, Any]: ...

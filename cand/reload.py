@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cand.config import Config
+from cand.config import Config, NeighborConfig
 from cand.engine import EngineConfig
 from cand.model import RouterId, ServiceId
 
@@ -35,6 +35,9 @@ class ReloadPlan:
     """Static network costs that changed (None: removed, the default applies again)."""
     services: frozenset[ServiceId] = frozenset()
     """Every configured D-SID after the reload (the metric sources subscribe to these)."""
+    neighbors: tuple[NeighborConfig, ...] | None = None
+    """The BGP neighbours to run from now on, when they are all that changed in `[bgp]` and the
+    speaker changes sessions in place (None: no change to hand the speaker)."""
 
     def summary(self) -> dict[str, object]:
         return {
@@ -44,10 +47,22 @@ class ReloadPlan:
         }
 
 
-def plan_reload(old: Config, new: Config) -> ReloadPlan:
+def plan_reload(old: Config, new: Config, live_neighbors: bool = False) -> ReloadPlan:
+    """`live_neighbors`: the running speaker adds, removes and changes sessions in place (so a
+    `[bgp]` that differs only in `neighbors` is applied, not kept for a restart)."""
     sections = list(type(old).model_fields)
     differ = [s for s in sections if getattr(old, s) != getattr(new, s)]
-    keep = [s for s in differ if s in RESTART_ONLY]
+    neighbors = None
+    if (
+        "bgp" in differ
+        and live_neighbors
+        and old.bgp is not None
+        and new.bgp is not None
+        and old.bgp.model_copy(update={"neighbors": new.bgp.neighbors}) == new.bgp
+    ):
+        neighbors = new.bgp.neighbors
+    live = neighbors is not None
+    keep = [s for s in differ if s in RESTART_ONLY and not (s == "bgp" and live)]
     effective = new.model_copy(update={s: getattr(old, s) for s in keep})
     before, after = old.network_cost.static, new.network_cost.static
     costs: list[tuple[RouterId, float | None]] = [
@@ -57,8 +72,9 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     return ReloadPlan(
         effective=effective,
         engine=effective.engine_config(),
-        changed=[s for s in differ if s not in keep],
+        changed=[("bgp.neighbors" if s == "bgp" else s) for s in differ if s not in keep],
         needs_restart=keep,
         costs=costs,
         services=frozenset(effective.engine_config().services),
+        neighbors=neighbors,
     )

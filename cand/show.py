@@ -1,9 +1,16 @@
-"""Tables for people, from the same JSON the API gives scripts."""
+"""Tables for people, from the same JSON the API gives scripts.
+
+Metric columns use the CATS names and directions: `L2` is the score 0..10 (higher is better,
+with the draft's band: avoid 0-3, medium 4-7, preferred 8-10), `L1` the category scores,
+`L0` the raw values, and `load ‰` the fine-grained load the decision shares flows by (0 idle,
+1000 saturated: higher is worse)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from cand.normalize import band
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -28,7 +35,9 @@ def services(data: list[dict[str, Any]]) -> str:
                 i["egress"] + (" (local)" if i["local"] else ""),
                 i["sid"],
                 i["state"],
-                i["l2"],
+                _l2(i["l2"]),
+                _metrics(i.get("l1") or {}) or None,
+                i["load_permille"],
                 i["network_cost"] if i.get("reachable", True) else "unreachable",
                 i.get("cost_source"),
                 i.get("cost_age"),
@@ -36,9 +45,9 @@ def services(data: list[dict[str, Any]]) -> str:
             )
             for i in svc["instances"]
         ]
-        headers = ("D-BID", "egress", "SRv6 SID", "state", "L2", "net cost", "source", "age s")
+        headers = ("D-BID", "egress", "SRv6 SID", "state", "L2", "L1", "load ‰", "net cost")
         body = (
-            table((*headers, "weight"), rows)
+            table((*headers, "source", "age s", "weight"), rows)
             if rows
             else "  (no instance: new flows get the default action)"
         )
@@ -56,14 +65,27 @@ def routes(data: dict[str, Any]) -> str:
                 r["sid"],
                 r["state"],
                 r["seq"],
-                r["l2"],
+                _l2(r["l2"]),
+                _metrics(r.get("l1") or {}) or None,
+                r["load_permille"],
                 _metrics(r["metrics"]),
                 r.get(extra),
             )
             for r in items
         ]
 
-    headers = ("D-SID", "D-BID", "egress", "SRv6 SID", "state", "seq", "L2", "metrics")
+    headers = (
+        "D-SID",
+        "D-BID",
+        "egress",
+        "SRv6 SID",
+        "state",
+        "seq",
+        "L2",
+        "L1",
+        "load ‰",
+        "L0",
+    )
     parts = [
         "Local instances:\n" + table((*headers, "expires"), rows(data["local"], "expires_at")),
         "Received paths:\n" + table((*headers, "peer"), rows(data["received"], "peer")),
@@ -110,6 +132,11 @@ def status(data: dict[str, Any]) -> str:
         if data.get(part):
             lines.append(f"{part}: " + " ".join(f"{k}={v}" for k, v in data[part].items()))
     return "\n".join(lines)
+
+
+def _l2(score: int) -> str:
+    """The CATS L2 score with the draft's reading: 0-3 avoid, 4-7 medium, 8-10 preferred."""
+    return f"{score} {band(score)}"
 
 
 def _metrics(m: dict[str, Any]) -> str:

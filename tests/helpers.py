@@ -58,7 +58,7 @@ def cand(n: int, *, cost: float = 0.0, local: bool = False, **kw: object) -> Can
 def engine(
     router: RouterId = R1,
     *,
-    services: tuple[ServiceId, ...] = (SVC,),
+    services: tuple[ServiceId, ...] | dict[ServiceId, ServiceSpec] = (SVC,),
     ingress: bool = True,
     egress: bool = True,
     **kw: object,
@@ -68,7 +68,7 @@ def engine(
         ingress=ingress,
         egress=egress,
         locator=ipaddress.IPv6Network("fc00:0:1::/48"),
-        services={s: ServiceSpec(s) for s in services},
+        services=services if isinstance(services, dict) else {s: ServiceSpec(s) for s in services},
         **kw,  # type: ignore[arg-type]
     )
     return Engine(cfg)

@@ -39,8 +39,9 @@ from cand.model import BindingId, InstanceKey, InstanceState, Metrics, RouterId,
 
 SERVICE = ServiceId.parse("2001:db8:5::1")
 DAMPING = DampingParams(threshold=10, min_interval=0.0)
-"""Every report that moves L2 by 1 % goes out at once: staleness is the only delay studied
-(the daemon's default `min_interval` of 1 s would add up to a second of its own)."""
+"""Every report that moves the load by 10 per-mille (or the CATS L2 score across a band) goes
+out at once: staleness is the only delay studied (the daemon's default `min_interval` of 1 s
+would add up to a second of its own)."""
 SESSION_WINDOW = 0.1
 """A D-MA's `max_sessions`: the requests its instance clears in this many seconds."""
 WARMUP = 0.1

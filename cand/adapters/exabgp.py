@@ -41,7 +41,7 @@ from typing import Any
 
 from cand.adapters.speaker_setup import SpeakerSetup
 from cand.backoff import Backoff
-from cand.config import Config
+from cand.config import Config, NeighborConfig
 from cand.engine.events import PeerDown, PeerSynced
 from cand.model import InstanceKey, InstanceRoute, RouterId
 from cand.plugins import parse_options
@@ -75,10 +75,17 @@ class ExabgpOptions:
         return opts
 
 
-def command(route: InstanceRoute, asn: int, locator_len: int) -> str:
+def command(
+    route: InstanceRoute,
+    asn: int,
+    locator_len: int,
+    edge_capability: int | None = None,
+    neighbors: Sequence[str] = (),
+) -> str:
     """The process-API line that announces one instance path (no control characters: one
-    command can never become two)."""
-    attrs = bgp.encode_attributes(route, asn, locator_len)
+    command can never become two): to every peer, or only to `neighbors`; with
+    `edge_capability`, the path carries the Edge Metadata attribute (42) as well."""
+    attrs = bgp.encode_attributes(route, asn, locator_len, edge_capability)
     generic = " ".join(
         f"attribute [ 0x{a.type:02x} 0x{a.flags:02x} 0x{a.value.hex()} ]"
         for a in attrs
@@ -86,10 +93,27 @@ def command(route: InstanceRoute, asn: int, locator_len: int) -> str:
     )
     pid = ipaddress.IPv4Address(bgp.path_id(route.key))
     plen = route.service.address.max_prefixlen
+    selector = ", ".join(f"neighbor {ipaddress.ip_address(n)}" for n in neighbors)
     return (
-        f"announce route {route.service}/{plen} next-hop {route.egress} "
+        (f"{selector} " if selector else "")
+        + f"announce route {route.service}/{plen} next-hop {route.egress} "
         f"path-information {pid} origin igp {generic}"
     )
+
+
+def commands(
+    route: InstanceRoute, asn: int, locator_len: int, edge_capability: int, edge: Sequence[str],
+    others: Sequence[str],
+) -> list[str]:  # fmt: skip
+    """The lines that announce one path: one to all peers when no neighbour has
+    `edge_metadata`; else one with attribute 42 to those that have it and one without to the
+    others (ExaBGP sends a generic attribute to whoever the command names)."""
+    if not edge:
+        return [command(route, asn, locator_len)]
+    out = [command(route, asn, locator_len, edge_capability, edge)]
+    if others:
+        out.append(command(route, asn, locator_len, None, others))
+    return out
 
 
 def withdraw_command(key: InstanceKey, egress: RouterId) -> str:
@@ -107,6 +131,9 @@ class ExabgpSpeaker:
         self.asn = setup.asn
         self.egress = setup.router
         self.locator_len = setup.locator_len
+        self.edge_capability = setup.bgp.edge_metadata_capability
+        self.edge_peers = [n.address for n in setup.bgp.neighbors if n.edge_metadata]
+        self.plain_peers = [n.address for n in setup.bgp.neighbors if not n.edge_metadata]
         self.out = AdjRibOut()  # the paths cand wants announced
         self.held: dict[InstanceKey, InstanceRoute] = {}  # what the running ExaBGP was told
         self._held_by: int | None = None  # the pid of the ExaBGP `held` is about
@@ -255,6 +282,12 @@ class ExabgpSpeaker:
             )
         return "\n".join(out)
 
+    def live_neighbors(self) -> bool:
+        return False  # not done for ExaBGP yet: `cand restart` applies them (moves no flow)
+
+    async def set_neighbors(self, neighbors: Sequence[NeighborConfig]) -> None:
+        raise NotImplementedError("exabgp: neighbours change with `cand restart`")
+
     async def stop(self, mode: StopMode) -> None:
         """STOP: withdraw every path, wait for ExaBGP's acknowledgements and a moment for the
         UPDATEs to leave, then SIGTERM. RESTART: SIGKILL, no NOTIFICATION, peers keep the
@@ -269,7 +302,7 @@ class ExabgpSpeaker:
         if self._writer is not None and wait > 0 and len(self.out):
             # RFC 8326: every path once more, least preferred, then the withdrawals
             gshut = self.out.graceful_shutdown().values()
-            self._send_many([command(route, self.asn, self.locator_len) for route in gshut])
+            self._send_many([line for route in gshut for line in self._lines(route)])
             self.counters["graceful_shutdown"] += len(gshut)
             log.info("event=bgp_graceful_shutdown paths=%d wait=%gs", len(self.out), wait)
             start = time.monotonic()
@@ -319,7 +352,7 @@ class ExabgpSpeaker:
         self._send_many([withdraw_command(key, self.egress) for key in diff.withdraw])
         for key in diff.withdraw:
             del self.held[key]
-        self._send_many([command(route, self.asn, self.locator_len) for _, route in diff.announce])
+        self._send_many([line for _, route in diff.announce for line in self._lines(route)])
         self.held.update(diff.announce)
         self.counters["reannounced"] += len(diff.announce)
         try:
@@ -374,15 +407,21 @@ class ExabgpSpeaker:
             self._sent += len(lines)
         return True
 
+    def _lines(self, route: InstanceRoute) -> list[str]:
+        """The commands that announce `route` (two when only some neighbours take attribute 42)."""
+        return commands(
+            route, self.asn, self.locator_len, self.edge_capability, self.edge_peers,
+            self.plain_peers,
+        )  # fmt: skip
+
     async def advertise(self, routes: Sequence[InstanceRoute]) -> None:
-        lines = []
         for r in routes:
             self.out.set(r)
-            lines.append(command(r, self.asn, self.locator_len))
             self.counters["advertised"] += 1
-        for i in range(0, len(lines), SEND_CHUNK):
-            if self._send_many(lines[i : i + SEND_CHUNK]):
-                self.held.update((r.key, r) for r in routes[i : i + SEND_CHUNK])
+        for i in range(0, len(routes), SEND_CHUNK):  # chunks of routes: `held` stays exact
+            chunk = routes[i : i + SEND_CHUNK]
+            if self._send_many([line for r in chunk for line in self._lines(r)]):
+                self.held.update((r.key, r) for r in chunk)
             if self._writer is not None:  # ExaBGP takes them at its pace: hold on to the rest
                 with contextlib.suppress(ConnectionError):
                     await self._writer.drain()
@@ -455,7 +494,9 @@ class ExabgpSpeaker:
         changes = [c for pid, svc in upd.withdrawn for c in table.withdraw((pid, svc))]
         for pid, svc, egress in upd.announced:
             try:
-                route = bgp.decode_route(svc, egress, upd.attributes, self.asn)
+                route = bgp.decode_route(
+                    svc, egress, upd.attributes, self.asn, self.edge_capability
+                )
             except bgp.CodecError as e:
                 self._reject(peer, e.reason, str(e))
                 changes += table.withdraw((pid, svc))  # treat-as-withdraw

@@ -152,12 +152,15 @@ class LinuxDataplane:
         self.dsid_routes: dict[ServiceId, DsidRoute] = {}  # the tunnel table (id `base`)
         # the tunnel map: slot mark -> the tunnel its entry is (None: not an entry cand writes)
         self.tunnels: dict[int, Tunnel | None] = {}
+        self.stale: set[int] = set()  # entries of a tunnel in other bytes (encap_source, layout)
+        self.reread = False  # a batch failed: what the kernel holds is read before the next one
         self.tunnel_dev: dict[int, str] = {}  # where each tunnel's SID is routed (not read back)
         self.tmap: srv6_bpf.TunnelMap | None = None
         self.local_sids: set[ipaddress.IPv6Address] = set()
         self.chains: set[ServiceId] = set()
         self.affinity_maps: set[str] = set()
         self.adopted: set[Identity] = set()
+        self.adopted_nat: dict[int, nft.NatRule] = {}  # slot -> the translation it had
         self.lingering: dict[int, float] = {}  # tunnel slot -> when its bound flows lose it
         self.started = clock()
         self.read_once = False
@@ -182,6 +185,8 @@ class LinuxDataplane:
     # --- the Dataplane port -----------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
+        m = self.marks
+        log.info("event=linux_marks base=%#x mask=%#x slots=%d", m.base, m.mask, m.size)
         await self.reconcile()
         while True:
             await asyncio.sleep(self.opts.reconcile_interval)
@@ -206,7 +211,7 @@ class LinuxDataplane:
                 self.entries.pop(e.service, None)
                 changed.add(e.service)
         async with self.lock:
-            if not self.read_once:
+            if not self.read_once or self.reread:
                 await self._read()
             await self._sync(changed, full=False)
 
@@ -219,7 +224,11 @@ class LinuxDataplane:
                 self.counters["errors"] += 1
                 log.error("event=linux_read_failed error=%r", str(e))
                 return
-            await self._sync(set(self.entries), full=True)
+            try:
+                await self._sync(set(self.entries), full=True)
+            except (k.KernelError, OSError, RuntimeError) as e:  # the next round retries
+                self.counters["errors"] += 1
+                log.error("event=linux_reconcile_failed error=%r", str(e))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -276,10 +285,11 @@ class LinuxDataplane:
                 routes[int(table)] = DeliveryRoute(ipaddress.IPv6Address(r["gateway"]), r["dev"])
         self.routes, self.dsid_routes, self.local_sids = routes, dsids, local
         self._read_map()
-        sids, chains, maps = await self._read_nft()
+        self.reread = False
+        sids, chains, maps, nat = await self._read_nft()
         self.chains, self.affinity_maps = chains, maps
         if not self.read_once:
-            self._adopt(sids)
+            self._adopt(sids, nat)
         self.read_once = True
 
     def _read_map(self) -> None:
@@ -299,26 +309,39 @@ class LinuxDataplane:
         except srv6_bpf.BpfError as e:
             raise k.KernelError(f"reading the tunnel map: {e}") from None
         self.tunnels = {mark: self._tunnel_of(value) for mark, value in entries.items()}
+        self.stale = {
+            m for m, t in self.tunnels.items() if t is not None and self._value(t) != entries[m]
+        }
 
     def _tunnel_of(self, value: bytes) -> Tunnel | None:
-        """The tunnel a map value is, if it is exactly what cand writes for it now."""
+        """The tunnel a map value is: its D-SID and first segment, even if this run would
+        write other bytes for it (another `encap_source`: `stale`, rewritten in place), so
+        that its mark stays with the instance its flows' conntrack marks lead to."""
         parsed = srv6_bpf.parse_tunnel_value(value)
         if parsed is None:
             return None
         dsid, header = parsed
-        t = Tunnel(ServiceId.parse(str(dsid)), srv6_bpf.first_segment(header))
-        return t if self._value(t) == value else None
+        try:
+            return Tunnel(ServiceId.parse(str(dsid)), srv6_bpf.first_segment(header))
+        except ValueError:
+            return None
 
-    async def _read_nft(self) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str]]:
+    async def _read_nft(
+        self,
+    ) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str], list[nft.NatRule]]:
         try:
             items = await k.nft_json("list", "table", "ip6", self.opts.nft_table)
         except k.KernelError:
-            return {}, set(), set()  # no table yet
+            return {}, set(), set(), []  # no table yet
         sids: dict[int, ipaddress.IPv6Address] = {}
         chains: set[ServiceId] = set()
         maps: set[str] = set()
+        nat: list[nft.NatRule] = []
         for item in items:
-            if "chain" in item and item["chain"]["name"].startswith("svc_"):
+            if "rule" in item and item["rule"].get("chain") == "servicenat":
+                if (r := nft.parse_nat_rule(item["rule"])) is not None:
+                    nat.append(r)
+            elif "chain" in item and item["chain"]["name"].startswith("svc_"):
                 with contextlib.suppress(ValueError):
                     chains.add(
                         ServiceId.parse(
@@ -332,15 +355,18 @@ class LinuxDataplane:
                         sids[int(mark)] = ipaddress.IPv6Address(sid)
                 elif name.startswith("aff_"):
                     maps.add(name)
-        return sids, chains, maps
+        return sids, chains, maps, nat
 
-    def _adopt(self, sids: dict[int, ipaddress.IPv6Address]) -> None:
+    def _adopt(self, sids: dict[int, ipaddress.IPv6Address], nat: list[nft.NatRule]) -> None:
         """The first read after start: every slot an earlier run left keeps its number, the
-        tunnel map's entries as well as the earlier layout's per-tunnel tables."""
+        tunnel map's entries as well as the earlier layout's per-tunnel tables, and a delivery
+        slot its ServiceNAT translation (kept while `adopt_hold` lasts)."""
         found: list[tuple[int, Identity]] = []
         for mark, t in self.tunnels.items():
             if t is not None:
                 found.append((mark, ("tunnel", t.service, t.sid)))
+            else:  # not one cand can read: its number is given to no one until it is removed
+                self.slots.adopt(("unreadable", mark), mark)
         for mark, route in self.routes.items():
             if isinstance(route, TunnelRoute):
                 found.append((mark, ("tunnel", route.service, route.sid)))
@@ -349,6 +375,8 @@ class LinuxDataplane:
         for mark, ident in found:
             if self.slots.adopt(ident, mark):
                 self.adopted.add(ident)
+        delivered = {m for m, r in self.routes.items() if isinstance(r, DeliveryRoute)}
+        self.adopted_nat = {r.mark: r for r in nat if r.mark in delivered and r.mark in sids}
         if self.adopted:
             self.counters["adopted"] = len(self.adopted)
             log.info(
@@ -502,29 +530,12 @@ class LinuxDataplane:
         dsids: dict[ServiceId, DsidRoute] = {}
         try:
             if tunnels:
-                tmap = self._tunnel_map()
-                put = {m: t for m, (t, _) in tunnels.items() if self.tunnels.get(m) != t}
-                try:  # the values are built only for what is written
-                    srv6_bpf.map_update(tmap.map_fd, {m: self._value(t) for m, t in put.items()})
-                except srv6_bpf.BpfError as e:
+                try:
+                    tunnels, dsids = self._put_tunnels(tunnels, lines, pins)
+                except (srv6_bpf.BpfError, OSError) as e:  # bpffs, map or program: next round
                     self.counters["errors"] += 1
                     log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
-                    put = {}
-                    tunnels = {m: t for m, t in tunnels.items() if m in self.tunnels}
-                self.tunnels.update(put)
-                self.counters["installed"] += len(put)
-                self.tunnel_dev.update({m: dev for m, (_, dev) in tunnels.items()})
-                dsids = self._dsid_routes(tunnels, tmap.name)
-                todo = {s: r for s, r in dsids.items() if self.dsid_routes.get(s) != r}
-                if todo:
-                    pin = self._pin(tmap, pins)
-                    for service, r in sorted(todo.items()):
-                        lines.append(
-                            f"route replace {service}/128 proto {p} table {self.marks.base} "
-                            f"encap bpf xmit pinned {pin} dev {r.dev}"
-                        )
-                if not self.tunnel_rule:
-                    lines.append(self._tunnel_rule_line("add"))
+                    tunnels = {}
             for mark, route in sorted(routes.items()):
                 if self.routes.get(mark) == route:
                     continue
@@ -550,9 +561,43 @@ class LinuxDataplane:
         if ok:
             self.dsid_routes.update(dsids)
             self.tunnel_rule = self.tunnel_rule or bool(tunnels)
+        else:  # `-force` went on past the failed line: what did go in is read back first
+            self.reread = True
         self.routes.update(routes)
         self.rules |= set(routes)
         self.local_sids |= delivered
+
+    def _put_tunnels(
+        self, tunnels: dict[int, tuple[Tunnel, str]], lines: list[str], pins: list[Path]
+    ) -> tuple[dict[int, tuple[Tunnel, str]], dict[ServiceId, DsidRoute]]:
+        """The map entries that differ, written; the lines for the D-SID routes and the tunnel
+        rule that the tunnels in the map need. Returns the tunnels now in the map."""
+        p = self.opts.proto
+        tmap = self._tunnel_map()
+        put = {m: t for m, (t, _) in tunnels.items() if self.tunnels.get(m) != t or m in self.stale}
+        try:  # the values are built only for what is written
+            srv6_bpf.map_update(tmap.map_fd, {m: self._value(t) for m, t in put.items()})
+        except srv6_bpf.BpfError as e:
+            self.counters["errors"] += 1
+            log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
+            put = {}
+            tunnels = {m: t for m, t in tunnels.items() if self.tunnels.get(m) == t[0]}
+        self.tunnels.update(put)
+        self.stale -= set(put)
+        self.counters["installed"] += len(put)
+        self.tunnel_dev.update({m: dev for m, (_, dev) in tunnels.items()})
+        dsids = self._dsid_routes(tunnels, tmap.name)
+        todo = {s: r for s, r in dsids.items() if self.dsid_routes.get(s) != r}
+        if todo:
+            pin = self._pin(tmap, pins)
+            for service, r in sorted(todo.items()):
+                lines.append(
+                    f"route replace {service}/128 proto {p} table {self.marks.base} "
+                    f"encap bpf xmit pinned {pin} dev {r.dev}"
+                )
+        if not self.tunnel_rule:
+            lines.append(self._tunnel_rule_line("add"))
+        return tunnels, dsids
 
     def _tunnel_rule_line(self, verb: str) -> str:
         base, prio = self.marks.base, self.opts.rule_priority + 1
@@ -596,6 +641,21 @@ class LinuxDataplane:
             for d in self.local.values()
             if d.mode is InstanceMode.NAT and d.sid in sids
         ]
+        if holding:
+            # ... and translated: a new flow to an adopted NAT instance before the metric
+            # source has named it again would otherwise reach the server with the D-SID as
+            # its destination, and conntrack would keep that untranslated entry for the
+            # SYN's retries too (bench.faults: kill -9 of the egress's cand failed one new
+            # connection in about 220).
+            claimed = {d.sid for d in self.local.values()}
+            nat += [
+                r
+                for r in self.adopted_nat.values()
+                if r.mark in sids.values() and self.slots.by_mark.get(r.mark) in self.adopted
+                and self.slots.by_mark[r.mark][1] not in claimed
+            ]  # fmt: skip
+        else:
+            self.adopted_nat.clear()
         keep = self.chains - set(steered) if holding else set()
         services = {s: nft.chain_name(s) for s in set(steered) | keep}
         script = nft.base(table, self.marks, sids, services, nat, self.mss)
@@ -629,6 +689,12 @@ class LinuxDataplane:
         self.chains = set(services)
         self.affinity_maps = (self.affinity_maps - set(stale_maps)) | wanted_maps
 
+    def _converted(self, mark: int) -> bool:
+        """An earlier layout's tunnel slot is carried by the map now: its entry, its D-SID's
+        route and the tunnel rule are all in (only then may its own table and rule go)."""
+        t = self.tunnels.get(mark)
+        return t is not None and self.tunnel_rule and t.service in self.dsid_routes
+
     async def _remove(self, want: dict[int, Tunnel | Delivery], holding: bool) -> None:
         """Everything cand holds that nothing wants. A per-slot table and rule stays only for a
         wanted delivery slot (or one adopted, while holding), and for an earlier layout's
@@ -638,7 +704,9 @@ class LinuxDataplane:
         p, prio = self.opts.proto, self.opts.rule_priority
         held = {self.slots.by_id.get(i) for i in self.adopted} if holding else set()
         legacy = {m for m, r in self.routes.items() if isinstance(r, TunnelRoute)}
-        unconverted = {m for m in legacy if isinstance(want.get(m), Tunnel)} - set(self.tunnels)
+        unconverted = {
+            m for m in legacy if isinstance(want.get(m), Tunnel) and not self._converted(m)
+        }
         delivery = {m for m in set(self.routes) | self.rules if isinstance(want.get(m), Delivery)}
         keep_table = unconverted | ((delivery | held) - legacy)
         lines = []
@@ -669,13 +737,15 @@ class LinuxDataplane:
             try:
                 srv6_bpf.map_delete(self.tmap.map_fd, gone_tunnels)
                 self.counters["removed"] += len(gone_tunnels)
-            except srv6_bpf.BpfError as e:
+                for mark in gone_tunnels:
+                    self.tunnels.pop(mark, None)
+            except srv6_bpf.BpfError as e:  # the delete stops at its first failure
                 self.counters["errors"] += 1
                 log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
-                with contextlib.suppress(k.KernelError):
-                    self._read_map()  # what is left is read back
-            for mark in gone_tunnels:
-                self.tunnels.pop(mark, None)
+                try:
+                    self._read_map()  # what is left is read back, and keeps its slots
+                except k.KernelError:
+                    self.reread = True
         for mark in (set(self.routes) | self.rules) - keep_table:
             self.routes.pop(mark, None)
             self.rules.discard(mark)

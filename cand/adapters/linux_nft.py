@@ -170,6 +170,30 @@ def base(
     return out
 
 
+def parse_nat_rule(rule: dict[str, object]) -> NatRule | None:
+    """One `servicenat` rule of `nft -j list table`, as `base` wrote it, back into a NatRule
+    (None for anything else): how a restarted daemon learns the translations it must keep."""
+    mark = service = binding = None
+    exprs = rule.get("expr")
+    for e in exprs if isinstance(exprs, list) else []:
+        if not isinstance(e, dict):
+            continue
+        if isinstance(m := e.get("match"), dict) and m.get("op") == "==":
+            left, right = m.get("left"), m.get("right")
+            if left == {"meta": {"key": "mark"}} and isinstance(right, int):
+                mark = right
+            elif left == {"payload": {"protocol": "ip6", "field": "daddr"}}:
+                service = right
+        elif isinstance(d := e.get("dnat"), dict):
+            binding = d.get("addr")
+    try:
+        if mark is None or not isinstance(service, str) or not isinstance(binding, str):
+            return None
+        return NatRule(mark, ipaddress.IPv6Address(service), ipaddress.IPv6Address(binding))
+    except ValueError:
+        return None
+
+
 def service(table: str, svc: SteeredService) -> list[str]:
     """One service's chain, rewritten in place (its affinity maps are only created)."""
     t = f"ip6 {table}"

@@ -48,6 +48,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import resource
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -159,21 +160,28 @@ def first_segment(header: bytes) -> ipaddress.IPv6Address:
 
 
 def map_program(map_fd: int) -> bytes:
-    """LWT xmit bytecode for every tunnel: look `skb->mark` up in the map `map_fd`; drop on a
-    miss; push the header found there (its length bounded to 40..HEADER_MAX, which the
-    verifier needs to accept a variable size into the map value); then write the payload
-    length (from this packet's length) and the real next header into the new outer header
-    in one store, clear the mark and let the kernel route the packet again by its new
-    destination. Any helper failure drops the packet."""
+    """LWT xmit bytecode for every tunnel: look `skb->mark` up in the map `map_fd`; on a miss
+    (a flow whose slot is gone) clear the mark and let the kernel route the packet plainly, as
+    if it had never been steered; else push the header found there (its length bounded to
+    40..HEADER_MAX, which the verifier needs to accept a variable size into the map value);
+    then write the payload length (from this packet's length) and the real next header into
+    the new outer header in one store, clear the mark and let the kernel route the packet
+    again by its new destination. Any helper failure drops the packet. The mark is cleared
+    with a register store (`stx`): kernels before 6.3 refuse an immediate store (`st`) into
+    the context."""
     drop: list[int] = []  # indexes of the jumps to patch to `drop`
+    plain: list[int] = []  # ... and to `plain`
     code: list[bytes] = []
 
     def emit(*insns: bytes) -> None:
         code.extend(insns)
 
-    def to_drop(op: int, reg: int, imm: int) -> None:
-        drop.append(len(code))
+    def to_drop(op: int, reg: int, imm: int, to: list[int] = drop) -> None:
+        to.append(len(code))
         emit(_insn(op, reg, imm=imm))
+
+    def clear_mark() -> None:
+        emit(_insn(0xB7, R1, imm=0), _insn(0x63, R6, R1, off=SKB_MARK))
 
     emit(_insn(0xBF, R6, R1))  # r6 = skb
     emit(_insn(0x61, R2, R6, off=SKB_MARK))  # r2 = skb->mark
@@ -181,7 +189,7 @@ def map_program(map_fd: int) -> bytes:
     emit(*_ld_map_fd(R1, map_fd))
     emit(_insn(0xBF, R2, R10), _insn(0x07, R2, imm=-4))
     emit(_insn(0x85, imm=BPF_FUNC_MAP_LOOKUP_ELEM))
-    to_drop(0x15, R0, 0)  # no tunnel for this mark
+    to_drop(0x15, R0, 0, plain)  # no tunnel for this mark
     emit(_insn(0xBF, R7, R0))  # r7 = the value
     emit(_insn(0x61, R4, R7, off=VALUE_LEN))  # r4 = header length
     to_drop(0x25, R4, HEADER_MAX)  # if r4 > HEADER_MAX goto drop
@@ -194,7 +202,7 @@ def map_program(map_fd: int) -> bytes:
     emit(_insn(0x71, R9, R7, off=VALUE_NH))  # r9 = the real next header
     emit(_insn(0x73, R10, R9, off=-6))  # stack[-6] = it
     # The fwmark chose this route; cleared, the re-route after the push uses the main tables.
-    emit(_insn(0x62, R6, off=SKB_MARK, imm=0))
+    clear_mark()
     emit(_insn(0xBF, R1, R6), _insn(0xB7, R2, imm=BPF_LWT_ENCAP_IP))
     emit(_insn(0xBF, R3, R7), _insn(0x07, R3, imm=VALUE_HEADER))
     emit(_insn(0x85, imm=BPF_FUNC_LWT_PUSH_ENCAP))  # r4 is still the length
@@ -205,15 +213,19 @@ def map_program(map_fd: int) -> bytes:
     emit(_insn(0x85, imm=BPF_FUNC_SKB_STORE_BYTES))
     to_drop(0x55, R0, 0)
     emit(_insn(0xB7, R0, imm=BPF_LWT_REROUTE), _insn(0x95))
-    target = sum(len(c) for c in code) // 8
+    at = {"drop": len(code)}
+    emit(_insn(0xB7, R0, imm=BPF_DROP), _insn(0x95))
+    at["plain"] = len(code)
+    clear_mark()
+    emit(_insn(0xB7, R0, imm=BPF_LWT_REROUTE), _insn(0x95))
+    slot = [sum(len(c) for c in code[:i]) // 8 for i in range(len(code) + 1)]  # in 8-byte units
     out = bytearray()
     for i, insn in enumerate(code):
-        if i in drop:
+        label = "drop" if i in drop else "plain" if i in plain else None
+        if label is not None:
             op, regs, _, imm = struct.unpack("<BBhi", insn)
-            here = sum(len(c) for c in code[: i + 1]) // 8
-            insn = struct.pack("<BBhi", op, regs, target - here, imm)
+            insn = struct.pack("<BBhi", op, regs, slot[at[label]] - slot[i + 1], imm)
         out += insn
-    out += _insn(0xB7, R0, imm=BPF_DROP) + _insn(0x95)
     return bytes(out)
 
 
@@ -280,7 +292,10 @@ def load_and_pin(code: bytes, name: str, path: Path) -> None:
 
 
 def create_map(max_entries: int = DEFAULT_MAX_ENTRIES, name: str = "cand_tunnels") -> int:
-    """A hash map mark -> `tunnel_value`, allocated per entry (BPF_F_NO_PREALLOC)."""
+    """A hash map mark -> `tunnel_value`, allocated per entry (BPF_F_NO_PREALLOC). Kernels
+    before 5.11 charge the whole map to RLIMIT_MEMLOCK (about 88 MB at 2^18 entries), so
+    that limit is lifted first, as far as this process may."""
+    raise_memlock()
     attr = ctypes.create_string_buffer(128)
     struct.pack_into(
         "<IIIIIII16s",
@@ -296,6 +311,17 @@ def create_map(max_entries: int = DEFAULT_MAX_ENTRIES, name: str = "cand_tunnels
         name.encode()[:15],
     )
     return _bpf(BPF_MAP_CREATE, attr)
+
+
+def raise_memlock() -> None:
+    """RLIMIT_MEMLOCK to its hard limit (to infinity where allowed: root)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    for want in (resource.RLIM_INFINITY, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (want, want))
+            return
+        except (ValueError, OSError):
+            continue
 
 
 def _info(fd: int, size: int, map_ids: bool = False) -> bytes:
@@ -340,7 +366,11 @@ def find_prog(name: str) -> tuple[int, list[int]] | None:
             if e.errno == errno.ENOENT:  # gone since it was listed
                 continue
             raise
-        info = _info(fd, PROG_INFO_SIZE, map_ids=True)
+        try:
+            info = _info(fd, PROG_INFO_SIZE, map_ids=True)
+        except BaseException:
+            os.close(fd)
+            raise
         ptype = struct.unpack_from("<I", info, PROG_TYPE_OFF)[0]
         pname = info[PROG_NAME_OFF : PROG_NAME_OFF + 16].split(b"\0", 1)[0].decode()
         if ptype == BPF_PROG_TYPE_LWT_XMIT and pname == name:
@@ -358,7 +388,11 @@ def open_map(map_id: int) -> int | None:
         if e.errno == errno.ENOENT:
             return None
         raise
-    mtype, _, key, value = struct.unpack_from("<IIII", _info(fd, 40))
+    try:
+        mtype, _, key, value = struct.unpack_from("<IIII", _info(fd, 40))
+    except BaseException:
+        os.close(fd)
+        raise
     if (mtype, key, value) == (BPF_MAP_TYPE_HASH, KEY_SIZE, VALUE_SIZE):
         return fd
     os.close(fd)
@@ -444,10 +478,14 @@ class TunnelMap:
         if found is None:
             return None
         prog_fd, map_ids = found
-        for map_id in map_ids:
-            map_fd = open_map(map_id)
-            if map_fd is not None:
-                return cls(map_fd, prog_fd, name)
+        try:
+            for map_id in map_ids:
+                map_fd = open_map(map_id)
+                if map_fd is not None:
+                    return cls(map_fd, prog_fd, name)
+        except BaseException:
+            os.close(prog_fd)
+            raise
         os.close(prog_fd)
         return None
 

@@ -24,8 +24,9 @@ import aiomqtt
 
 from cand.agent.collect import Collector
 from cand.backoff import Backoff
-from cand.model import BindingId, InstanceKey, InstanceState, Metrics, ServiceId
+from cand.model import BindingId, InstanceKey, InstanceState, Metrics, ModelError, ServiceId
 from cand.mqtt_client import BrokerSettings, make_client, publish_properties
+from cand.normalize import Scores
 from cand.wire import mqtt as wire
 
 log = logging.getLogger("cand.agent")
@@ -79,8 +80,18 @@ class MetricAgent:
     async def report(self, **values: Any) -> None:
         """Record new metric values (merged with the previous ones) and publish them soon.
 
-        Raises ModelError for values out of range: that is the service's bug, not the broker's.
+        L0 values by name (`cpu=0.4`, `delay=12.5` milliseconds, ...). A service that scores
+        itself gives `l2=` (0..10, higher is better) and optionally `l1={"service": 7}`; the
+        report then carries them (payload v=2) and the egress uses them as they are; `l2=None`
+        goes back to letting the egress score the L0 values. Raises ModelError for values out
+        of range: that is the service's bug, not the broker's.
         """
+        if "l2" in values or "l1" in values:
+            l2, l1 = values.pop("l2", None), values.pop("l1", None) or {}
+            try:
+                values["scores"] = None if l2 is None else Scores(l2=l2, **l1)
+            except (TypeError, ValueError) as e:
+                raise ModelError(f"metrics: {e}") from None
         merged = {**self._values, **values}
         self._metrics = Metrics(**merged)
         self._values = merged

@@ -3,9 +3,10 @@
 The Dyncast draft warns that metric churn can make the whole network fluctuate. Three rules
 answer it:
 
-- a change goes out at once only if it matters (state change, or L2 cost moved by at least
-  `threshold` per-mille, or capacity changed) and the last update for that instance is at least
-  `min_interval` old; otherwise it waits for that interval;
+- a change goes out at once only if it matters (state change, the load moved by at least
+  `threshold` per-mille, the CATS L2 score crossed a band (0-3, 4-7, 8-10), capacity
+  changed, or a reload scored the instance again: `offer(prompt=True)`) and the last update
+  for that instance is at least `min_interval` old; otherwise it waits for that interval;
 - whatever small drift accumulates goes out at least every `refresh_interval`;
 - an instance that flaps (changes state often) collects a penalty that decays with
   `half_life`, as in RFC 2439 route-flap damping; above `suppress_above` it is withdrawn and
@@ -22,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 from cand.model import InstanceKey, InstanceRoute, InstanceState
+from cand.normalize import band
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class _Track:
     penalty: float = 0.0
     penalty_at: float = 0.0
     suppressed: bool = False
+    prompt: bool = False  # `current` is owed after min_interval even if not significant
 
     def decayed(self, now: float, half_life: float) -> float:
         return float(self.penalty * 2.0 ** (-(now - self.penalty_at) / half_life))
@@ -86,9 +89,15 @@ class Damper:
     def __len__(self) -> int:
         return len(self._tracks)
 
-    def offer(self, key: InstanceKey, route: InstanceRoute | None, now: float) -> list[Action]:
-        """The instance is now `route` (None: down). Returns what to send right away."""
+    def offer(
+        self, key: InstanceKey, route: InstanceRoute | None, now: float, prompt: bool = False
+    ) -> list[Action]:
+        """The instance is now `route` (None: down). Returns what to send right away.
+
+        `prompt`: the change goes out as a significant one would (after `min_interval`),
+        whatever its size; for changes the operator made (a reload), which are not churn."""
         t = self._tracks.setdefault(key, _Track())
+        t.prompt = t.prompt or prompt
         if route is not None and route.state is InstanceState.DOWN:
             route = None
         before = _state(t.current)
@@ -165,6 +174,8 @@ class Damper:
         p = self.params
         if t.suppressed and t.decayed(now, p.half_life) < p.reuse_below:
             t.suppressed = False
+        if t.current is None:
+            t.prompt = False
         if t.suppressed or t.current is None:
             if t.sent is not None:
                 t.sent, t.sent_at = None, now
@@ -176,8 +187,9 @@ class Damper:
         if sent is None or cur.state != sent.state:
             urgent = True  # first announcement, or up <-> draining: peers must know now
         elif cur == sent:
+            t.prompt = False
             return []
-        elif _significant(cur, sent, p.threshold):
+        elif t.prompt or _significant(cur, sent, p.threshold):
             # the same sum as _deadline's: `now - sent_at >= i` can be false at `sent_at + i`
             # by rounding, and a Tick at the deadline would then release nothing, forever
             urgent = now >= t.sent_at + p.min_interval
@@ -185,7 +197,7 @@ class Damper:
             urgent = now >= t.sent_at + p.refresh_interval
         if not urgent:
             return []
-        t.sent, t.sent_at = cur, now
+        t.sent, t.sent_at, t.prompt = cur, now, False
         return [Send(cur)]
 
     def _deadline(self, t: _Track) -> float | None:
@@ -198,7 +210,7 @@ class Damper:
             return None
         if cur.state != sent.state:
             return t.sent_at
-        if _significant(cur, sent, p.threshold):
+        if t.prompt or _significant(cur, sent, p.threshold):
             return t.sent_at + p.min_interval
         return t.sent_at + p.refresh_interval
 
@@ -214,7 +226,8 @@ def _state(route: InstanceRoute | None) -> InstanceState | None:
 
 def _significant(cur: InstanceRoute, sent: InstanceRoute, threshold: int) -> bool:
     return (
-        abs(cur.metrics.l2 - sent.metrics.l2) >= threshold
+        abs(cur.metrics.load_permille - sent.metrics.load_permille) >= threshold
+        or band(cur.metrics.l2) != band(sent.metrics.l2)
         or cur.metrics.capacity != sent.metrics.capacity
         or cur.egress != sent.egress
         or cur.sid != sent.sid

@@ -67,10 +67,12 @@ def decide(
             sid=c.route.sid,
             weight=weights.get(c.key, 0),
             state=c.route.state,
+            load_permille=c.route.metrics.load_permille,
             l2=c.route.metrics.l2,
             network_cost=c.network_cost,
             local=c.local,
             reachable=c.reachable,
+            l1=tuple(c.route.metrics.l1().items()),
         )
         for c in sorted(live, key=lambda c: c.key)
     )

@@ -42,6 +42,7 @@ from cand.engine.policy import BUILTIN, Policy, PolicyParams
 from cand.engine.rib import Rib, RibLimits
 from cand.engine.service_table import ServiceEntry, ServiceSpec
 from cand.model import InstanceKey, InstanceRoute, InstanceState, RouterId, ServiceId
+from cand.normalize import normalize
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class Engine:
             "adopted_withdrawn": 0,
             "cost_samples": 0,
             "cost_samples_ignored": 0,
+            "rescored": 0,
         }
 
     # --- public ----------------------------------------------------------------------------
@@ -269,15 +271,25 @@ class Engine:
             if gone is not None and gone.route.sid is not None:
                 effects.append(RemoveLocalInstance(key, gone.route.sid))
         else:
+            metrics = ev.metrics
+            scored_here = metrics.scores is None
+            if scored_here:
+                # the instance gave L0 only: score it under the service's normalization, so
+                # every router reads the same L1/L2 from the wire
+                metrics = metrics.with_scores(
+                    normalize(metrics, self.config.services[key.service].normalization)
+                )
             route = InstanceRoute(
                 key=key,
                 egress=self.config.router,
                 sid=sid,
-                metrics=ev.metrics,
+                metrics=metrics,
                 state=ev.state,
                 seq=ev.seq,
             )
-            self.rib.set_local(route, now, ev.ttl if self.metrics_reachable else None)
+            self.rib.set_local(
+                route, now, ev.ttl if self.metrics_reachable else None, scored_here=scored_here
+            )
             if held is None and sid is not None:
                 effects.append(ProgramLocalInstance(key, sid))
             effects += self._damp(key, route, now)
@@ -321,8 +333,33 @@ class Engine:
                     effects.append(RemoveLocalInstance(key, gone.route.sid))
             if self.spec_for(service) is None and self.table.pop(service, None) is not None:
                 effects.append(RemoveService(service))
+        effects += self._rescore(old, new, now)
         # every service is decided again: policy, flow key or default may have changed
         dirty |= set(new.services) | set(self.table)
+        return effects
+
+    def _rescore(self, old: EngineConfig, new: EngineConfig, now: float) -> list[Effect]:
+        """A service whose normalization changed: the local instances this egress scored are
+        scored again at once, from the L0 values of their last report, instead of at their next
+        report. Scores an instance gave itself stay as given. A changed route goes out after
+        `min_interval` (as a significant change would), not after `refresh_interval`: it is
+        the operator's change, not churn."""
+        effects: list[Effect] = []
+        for key, entry in sorted(self.rib.local.items()):
+            before, after = old.services.get(key.service), new.services.get(key.service)
+            if not entry.scored_here or before is None or after is None:
+                continue
+            if before.normalization == after.normalization:
+                continue
+            metrics = entry.route.metrics
+            route = replace(
+                entry.route, metrics=metrics.with_scores(normalize(metrics, after.normalization))
+            )
+            if route.metrics.cats == metrics.cats:
+                continue
+            self.counters["rescored"] += 1
+            self.rib.rescore_local(route)
+            effects += self._actions(self.damper.offer(key, route, now, prompt=True))
         return effects
 
     def _on_tick(self, now: float, touched: set[ServiceId]) -> list[Effect]:

@@ -113,7 +113,9 @@ class Reconfigured:
     """`cand reload`: the engine's part of a new, already validated configuration.
 
     Services, policies, damping, the default cost and the limits change in place; what only a
-    restart can change (router id, locator, roles) the daemon has refused before this."""
+    restart can change (router id, locator, roles) the daemon has refused before this. A
+    service whose normalization changed has the local instances this egress scored scored
+    again from their last L0 values, at once."""
 
     config: EngineConfig
 

@@ -73,7 +73,8 @@ class Weighted:
 
 
 class MinCost:
-    """The Dyncast draft's single best: lowest compute cost (L2) plus weighted network cost.
+    """The Dyncast draft's single best: lowest compute cost (the load in per-mille) plus
+    weighted network cost.
 
     The incumbent keeps the service until a challenger is cheaper by more than the hysteresis
     margin, so two near-equal instances do not swap on every report.
@@ -85,7 +86,7 @@ class MinCost:
         self.params = params
 
     def cost(self, c: Candidate) -> float:
-        return c.route.metrics.l2 + self.params.network_weight * max(c.network_cost, 0.0)
+        return c.route.metrics.load_permille + self.params.network_weight * max(c.network_cost, 0.0)
 
     def scores(
         self, candidates: Sequence[Candidate], previous: Mapping[InstanceKey, int]

@@ -23,6 +23,9 @@ class LocalEntry:
     route: InstanceRoute
     updated_at: float
     expires_at: float | None
+    scored_here: bool = False
+    """The instance gave L0 only and this egress derived its CATS scores (under the service's
+    normalization): a reload that changes the normalization scores it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +92,17 @@ class Rib:
             return False
         return True
 
-    def set_local(self, route: InstanceRoute, now: float, ttl: float | None) -> None:
+    def set_local(
+        self, route: InstanceRoute, now: float, ttl: float | None, scored_here: bool = False
+    ) -> None:
         expires = now + ttl if ttl is not None else None
         if route.key not in self.local:
             self._local_per_service[route.key.service] += 1
-        self.local[route.key] = LocalEntry(route, now, expires)
+        self.local[route.key] = LocalEntry(route, now, expires, scored_here)
+
+    def rescore_local(self, route: InstanceRoute) -> None:
+        """The same report with scores derived again: when it came and when it expires stay."""
+        self.local[route.key] = replace(self.local[route.key], route=route)
 
     def hold_local(self, until: float | None) -> None:
         """Set every local report's expiry at once (None: frozen until told otherwise)."""

@@ -16,6 +16,8 @@ from cand.model import (
     RouterId,
     ServiceId,
 )
+from cand.normalize import DEFAULT as DEFAULT_NORMALIZATION
+from cand.normalize import Normalization
 
 WEIGHT_SCALE = 1000
 """Weights are integers that add up to about this; the data plane needs integers."""
@@ -46,6 +48,8 @@ class ServiceSpec:
     default: DefaultAction = DefaultAction.DROP
     mode: InstanceMode = InstanceMode.VIP
     name: str = ""
+    normalization: Normalization = DEFAULT_NORMALIZATION
+    """How this egress turns its local instances' L0 into CATS L1/L2 scores."""
 
 
 class Candidate(NamedTuple):
@@ -73,10 +77,16 @@ class Choice(NamedTuple):
     sid: ipaddress.IPv6Address | None
     weight: int
     state: InstanceState
+    load_permille: int
+    """The fine-grained load the decision used, 0 idle .. 1000 saturated (higher is worse)."""
     l2: int
+    """CATS L2 score, 0..10, higher is better (0-3 do not steer, 8-10 preferred)."""
     network_cost: float
     local: bool
     reachable: bool = True
+    l1: tuple[tuple[str, int], ...] = ()
+    """CATS L1 scores 0..10 by category (computing, communication, service, composed), the
+    known ones, in that order."""
 
     @property
     def binding(self) -> BindingId:
@@ -89,7 +99,9 @@ class Choice(NamedTuple):
             "sid": str(self.sid) if self.sid is not None else None,
             "weight": self.weight,
             "state": self.state.value,
+            "load_permille": self.load_permille,
             "l2": self.l2,
+            "l1": dict(self.l1),
             "network_cost": self.network_cost,
             "local": self.local,
             "reachable": self.reachable,

@@ -34,6 +34,7 @@ class Topology:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     namespaces: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    links: int = 0
 
     def ns(self, name: str) -> str:
         full = f"cand-{self.tag}-{name}"
@@ -48,7 +49,10 @@ class Topology:
 
     def link(self, a: str, addr_a: str, b: str, addr_b: str, mtu: int = 1500) -> tuple[str, str]:
         """A veth between two namespaces with one IPv6 address (/64, no DAD) on each end."""
-        n = len(self.procs) + len(self.namespaces) + id(addr_a) % 1000
+        # a counter, not anything derived from the arguments: two links of one topology
+        # must never get the same name (the tag keeps topologies apart)
+        self.links += 1
+        n = self.links
         ia, ib = f"v{self.tag[:4]}a{n}", f"v{self.tag[:4]}b{n}"
         sh(
             "ip",

@@ -40,6 +40,7 @@ from cand.model import (
     RouterId,
     ServiceId,
 )
+from cand.normalize import SCORE_MAX, Scores
 
 ENCODING_VERSION = 1
 
@@ -48,6 +49,7 @@ ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF, COMMUNITIES = 1, 2, 3, 5, 8
 MP_REACH_NLRI, MP_UNREACH_NLRI = 14, 15
 EXTENDED_COMMUNITIES, IPV6_EXTENDED_COMMUNITIES = 16, 25
 LARGE_COMMUNITY, PREFIX_SID = 32, 40
+EDGE_METADATA = 42  # draft-ietf-idr-5g-edge-service-metadata: optional non-transitive
 
 OPTIONAL, TRANSITIVE, PARTIAL, EXTENDED = 0x80, 0x40, 0x20, 0x10
 OPT_TRANS = OPTIONAL | TRANSITIVE
@@ -63,7 +65,18 @@ REQUIRED_FLAGS = {
     IPV6_EXTENDED_COMMUNITIES: OPT_TRANS,
     LARGE_COMMUNITY: OPT_TRANS,
     PREFIX_SID: OPT_TRANS,
+    EDGE_METADATA: OPTIONAL,
 }
+EDGE_METADATA_FLAGS = OPTIONAL
+"""Attribute 42's flags, exactly (0x90 on the wire when the length needs two octets): the
+partial bit has no business on a non-transitive attribute."""
+
+# Edge Metadata sub-TLVs as cand writes them: `type 2 | length 2 | value`
+SUB_CAPABILITY = 1  # Service-Oriented Capability: capability code 2 | CATS L2 score 1
+SUB_AVAILABLE = 2  # Service-Oriented Available Resource: available share, per-mille 2
+DEFAULT_CAPABILITY = 0xFF01
+"""The capability code the L2 score is filed under. The draft assigns none: configurable
+(`bgp.edge_metadata_capability`), and both ends of a session must agree on it."""
 
 ROUTE_ORIGIN_SUBTYPE = 0x03
 GRACEFUL_SHUTDOWN = 0xFFFF0000  # 65535:0, RFC 8326 (well-known, RFC 1997 numbering)
@@ -73,7 +86,7 @@ SRV6_SID_STRUCTURE = 1
 END_DX6, END_DX4 = 0x0010, 0x0011
 
 # large-community metric codes (local data part 1); docs/wire-formats.md lists them
-CODE_L2 = 1
+CODE_LOAD_PERMILLE = 1  # called "L2" before the CATS scores (22-25) existed; same bytes
 CODE_CPU = 2
 CODE_GPU = 3
 CODE_MEMORY = 4
@@ -88,7 +101,13 @@ CODE_SEQ_LOW = 12
 CODE_SID = (13, 14, 15, 16)  # the SRv6 SID again, as four 32-bit words, most significant first
 CODE_BID6 = (17, 18, 19, 20)  # an IPv6 D-BID again, likewise
 CODE_BID4 = 21  # an IPv4 D-BID again
-CODES = range(1, 22)
+CODE_L2_SCORE = 22  # CATS L2, 0..10, higher is better
+# CATS L1, 0..10; composed came after the delay took 26
+CODE_L1_SCORES = {23: "computing", 24: "communication", 25: "service", 27: "composed"}
+CODE_DELAY_US = 26  # L0 service delay, microseconds
+CODES = range(1, 28)
+LEGACY_CODES = range(1, 22)
+"""What a receiver from before the CATS scores reads; it ignores codes it does not know."""
 _PERMILLE = {CODE_CPU: "cpu", CODE_GPU: "gpu", CODE_MEMORY: "memory"}
 _COUNTS = {
     CODE_SESSIONS: "sessions",
@@ -179,7 +198,14 @@ def binding_community(binding: BindingId) -> Attribute:
 
 def metric_values(route: InstanceRoute) -> list[tuple[int, int]]:
     m = route.metrics
-    out = [(CODE_L2, m.l2)]
+    cats = m.cats
+    out = [(CODE_LOAD_PERMILLE, m.load_permille), (CODE_L2_SCORE, cats.l2)]
+    for code, category in CODE_L1_SCORES.items():
+        v = getattr(cats, category)
+        if v is not None:
+            out.append((code, v))
+    if m.delay is not None:
+        out.append((CODE_DELAY_US, round(m.delay * 1000)))
     for code, name in _PERMILLE.items():
         v = getattr(m, name)
         if v is not None:
@@ -222,8 +248,83 @@ def large_communities(asn: int, values: Iterable[tuple[int, int]]) -> bytes:
     return b"".join(struct.pack("!III", asn, code, value) for code, value in sorted(values))
 
 
-def encode_attributes(route: InstanceRoute, asn: int, locator_len: int = 64) -> list[Attribute]:
-    """The attributes cand owns for one instance path, in type order (ORIGIN included)."""
+def edge_metadata(route: InstanceRoute, capability: int = DEFAULT_CAPABILITY) -> Attribute:
+    """Attribute 42 (0x80) for draft-aware direct peers: the CATS L2 score as a
+    Service-Oriented Capability sub-TLV under `capability`, and the share of the instance
+    that is free (1000 - load per-mille) as a Service-Oriented Available Resource sub-TLV.
+    Non-transitive: a reflector that does not know it drops it, which is why the large
+    communities stay the primary encoding and this is only ever a second copy."""
+    if not 0 <= capability <= 0xFFFF:
+        raise CodecError(f"edge metadata: capability code {capability} is not 0..65535")
+    cap = struct.pack("!HB", capability, route.metrics.l2)
+    free = struct.pack("!H", 1000 - route.metrics.load_permille)
+    value = (
+        struct.pack("!HH", SUB_CAPABILITY, len(cap))
+        + cap
+        + struct.pack("!HH", SUB_AVAILABLE, len(free))
+        + free
+    )
+    return Attribute(EDGE_METADATA_FLAGS, EDGE_METADATA, value)
+
+
+def decode_edge_metadata(
+    value: bytes, capability: int = DEFAULT_CAPABILITY
+) -> tuple[int | None, int | None]:
+    """(L2 score under `capability`, available per-mille) from attribute 42, each None when
+    absent. Sub-TLVs of other types, and capabilities under other codes, are skipped; a
+    truncated or misshapen one, or one that appears twice, is a CodecError."""
+    score: int | None = None
+    free: int | None = None
+    for typ, sub in _tlvs16(value):
+        if typ == SUB_CAPABILITY:
+            if len(sub) != 3:
+                raise CodecError(
+                    f"edge metadata capability: {len(sub)} bytes, must be 3", "edge_metadata"
+                )
+            code, v = struct.unpack("!HB", sub)
+            if code != capability:
+                continue
+            if score is not None:
+                raise CodecError(f"edge metadata: capability {code} appears twice", "edge_metadata")
+            if v > SCORE_MAX:
+                raise CodecError(f"edge metadata: L2 score {v} > {SCORE_MAX}", "edge_metadata")
+            score = v
+        elif typ == SUB_AVAILABLE:
+            if len(sub) != 2:
+                raise CodecError(
+                    f"edge metadata available resource: {len(sub)} bytes, must be 2",
+                    "edge_metadata",
+                )
+            if free is not None:
+                raise CodecError("edge metadata: available resource appears twice", "edge_metadata")
+            (free,) = struct.unpack("!H", sub)
+            if free > 1000:
+                raise CodecError(f"edge metadata: available {free} per-mille", "edge_metadata")
+    return score, free
+
+
+def _tlvs16(blob: bytes) -> Iterable[tuple[int, bytes]]:
+    i = 0
+    while i < len(blob):
+        if i + 4 > len(blob):
+            raise CodecError("edge metadata: truncated sub-TLV", "edge_metadata")
+        typ, length = struct.unpack_from("!HH", blob, i)
+        if i + 4 + length > len(blob):
+            raise CodecError(
+                f"edge metadata sub-TLV {typ}: length {length} runs past the end", "edge_metadata"
+            )
+        yield typ, blob[i + 4 : i + 4 + length]
+        i += 4 + length
+
+
+def encode_attributes(
+    route: InstanceRoute,
+    asn: int,
+    locator_len: int = 64,
+    edge_capability: int | None = None,
+) -> list[Attribute]:
+    """The attributes cand owns for one instance path, in type order (ORIGIN included);
+    with `edge_capability`, the Edge Metadata attribute (42) too (`edge_metadata`)."""
     if route.sid is None:
         raise CodecError(f"{route.key}: no SRv6 SID to advertise")
     attrs = [
@@ -234,6 +335,8 @@ def encode_attributes(route: InstanceRoute, asn: int, locator_len: int = 64) -> 
     ]
     if route.graceful_shutdown:
         attrs.append(graceful_shutdown_community())
+    if edge_capability is not None:
+        attrs.append(edge_metadata(route, edge_capability))
     attrs.sort(key=lambda a: a.type)
     check_flags(attrs)
     return attrs
@@ -252,6 +355,8 @@ def mp_reach(route: InstanceRoute, addpath: bool = True) -> Attribute:
 
 def check_flags(attrs: Iterable[Attribute]) -> None:
     for a in attrs:
+        if a.type == EDGE_METADATA and a.flags & ~EXTENDED != EDGE_METADATA_FLAGS:
+            raise CodecError(f"attribute 42: flags {a.flags:#04x}, must be 0x80 (or 0x90)", "flags")
         want = REQUIRED_FLAGS.get(a.type)
         if want is not None and (a.flags & (OPTIONAL | TRANSITIVE)) != want:
             raise CodecError(f"attribute {a.type}: flags {a.flags:#04x}, must carry {want:#04x}")
@@ -362,8 +467,11 @@ def _metrics_from(
     for code, name in _COUNTS.items():
         if code in got:
             kw[name] = got[code]
+    if CODE_DELAY_US in got:
+        kw["delay"] = got[CODE_DELAY_US] / 1000
     try:
-        metrics = _metrics(tuple(kw.items()))
+        scores = tuple((c, got[c]) for c in _SCORE_CODES if c in got)
+        metrics = _metrics(tuple(kw.items()), scores)
     except ModelError as e:
         raise CodecError(str(e)) from None
     if got[CODE_STATE] not in _STATE_OF:
@@ -381,13 +489,30 @@ Values unique to one path (its D-BID, its SID) are not memoized: they would only
 
 
 @functools.lru_cache(maxsize=MEMO_SIZE)
-def _metrics(kw: tuple[tuple[str, object], ...]) -> Metrics:
-    """Metrics are immutable values: paths reporting the same figures share one object. A
-    ModelError is raised, not remembered."""
-    return Metrics(**dict(kw))  # type: ignore[arg-type]
+def _metrics(kw: tuple[tuple[str, object], ...], scores: tuple[tuple[int, int], ...]) -> Metrics:
+    """Metrics are immutable values: paths reporting the same figures and scores share one
+    object. A ModelError or CodecError is raised, not remembered."""
+    return _with_scores(Metrics(**dict(kw)), dict(scores))  # type: ignore[arg-type]
+
+
+_SCORE_CODES = (CODE_L2_SCORE, *CODE_L1_SCORES)
 
 
 _STATE_OF = {v: k for k, v in _STATES.items()}
+
+
+def _with_scores(metrics: Metrics, got: Mapping[int, int]) -> Metrics:
+    """Attach the CATS scores (codes 22-25). A path without them comes from an egress that
+    predates them: its scores are the default normalization of its L0 values."""
+    l1 = {name: got[code] for code, name in CODE_L1_SCORES.items() if code in got}
+    if CODE_L2_SCORE not in got:
+        if l1:
+            raise CodecError(f"L1 scores {sorted(l1)} without an L2 score (code 22)")
+        return metrics
+    for name, v in {"l2": got[CODE_L2_SCORE], **l1}.items():
+        if v > SCORE_MAX:
+            raise CodecError(f"{name} score {v} > {SCORE_MAX}")
+    return metrics.with_scores(Scores(l2=got[CODE_L2_SCORE], **l1))
 
 
 def binding_from_communities(value: bytes, asn: int) -> BindingId | None:
@@ -436,9 +561,16 @@ def decode_route(
     egress: RouterId,
     attrs: Mapping[int, Attribute],
     local_asn: int,
+    edge_capability: int = DEFAULT_CAPABILITY,
 ) -> InstanceRoute:
-    """A received path to an InstanceRoute; CodecError when anything Dyncast is off."""
-    check_flags(a for t, a in attrs.items() if t in (PREFIX_SID, LARGE_COMMUNITY, COMMUNITIES))
+    """A received path to an InstanceRoute; CodecError when anything Dyncast is off. An Edge
+    Metadata attribute (42), when a direct draft-aware peer sent one, must agree with the
+    large communities (the L2 score under `edge_capability`, the available share)."""
+    check_flags(
+        a
+        for t, a in attrs.items()
+        if t in (PREFIX_SID, LARGE_COMMUNITY, COMMUNITIES, EDGE_METADATA)
+    )
     gshut = has_graceful_shutdown(attrs)
     if LARGE_COMMUNITY not in attrs:
         raise CodecError("no large communities")
@@ -464,6 +596,17 @@ def decode_route(
         sid = lc_sid
     else:
         raise CodecError("no SRv6 SID (neither Prefix-SID nor SID communities)")
+    if EDGE_METADATA in attrs:
+        score, free = decode_edge_metadata(attrs[EDGE_METADATA].value, edge_capability)
+        if score is not None and score != metrics.l2:
+            raise CodecError(
+                f"edge metadata L2 {score} and L2 score {metrics.l2} disagree", "edge_metadata"
+            )
+        if free is not None and free != 1000 - metrics.load_permille:
+            raise CodecError(
+                f"edge metadata available {free} and load {metrics.load_permille} disagree",
+                "edge_metadata",
+            )
     try:
         return InstanceRoute(InstanceKey(service, binding), egress, sid, metrics, state, seq, gshut)
     except ModelError as e:

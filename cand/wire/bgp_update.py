@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from cand.model import InstanceRoute, ModelError, RouterId, ServiceId
 from cand.wire.bgp import (
     AS_PATH,
+    DEFAULT_CAPABILITY,
+    EDGE_METADATA,
+    EDGE_METADATA_FLAGS,
     EXTENDED,
     LOCAL_PREF,
     MEMO_SIZE,
@@ -96,6 +99,9 @@ def parse_attributes(blob: bytes) -> dict[int, Attribute]:
 
 
 def check_received(attrs: Mapping[int, Attribute]) -> None:
+    edge = attrs.get(EDGE_METADATA)
+    if edge is not None and edge.flags != EDGE_METADATA_FLAGS:
+        raise CodecError(f"attribute 42: flags {edge.flags:#04x}, must be 0x80 or 0x90", "flags")
     for t, a in attrs.items():
         want = RECEIVED_FLAGS.get(t)
         if want is not None and (a.flags & (OPTIONAL | TRANSITIVE)) != want:
@@ -231,7 +237,11 @@ def decode_update(msg: bytes, addpath: bool = True) -> Update:
 
 
 def decode_path(
-    nlri: bytes, attributes: Sequence[bytes], afi: int, local_asn: int
+    nlri: bytes,
+    attributes: Sequence[bytes],
+    afi: int,
+    local_asn: int,
+    edge_capability: int = DEFAULT_CAPABILITY,
 ) -> InstanceRoute:
     """One received path as a speaker's API hands it over (NLRI without path id, each
     attribute as wire bytes) into an InstanceRoute. What paths share (the D-SID of the NLRI,
@@ -251,7 +261,7 @@ def decode_path(
         egress = _router(attrs[NEXT_HOP].value)
     else:
         raise CodecError("no next hop", "next_hop")
-    return decode_route(service, egress, attrs, local_asn)
+    return decode_route(service, egress, attrs, local_asn, edge_capability)
 
 
 # attributes every path of a peer, or of one D-SID, carries alike (GoBGP hands over one per

@@ -27,8 +27,13 @@ from cand.model import (
     ModelError,
     ServiceId,
 )
+from cand.normalize import CATEGORIES, SCORE_MAX, Scores
 
 VERSION = 1
+VERSION_CATS = 2
+"""Adds `metrics.delay` (L0) and the instance's own CATS scores `l1`/`l2`. A report that uses
+none of them is still written as version 1, byte for byte what it was."""
+VERSIONS = (VERSION, VERSION_CATS)
 DEFAULT_PREFIX = "dyncast/v1"
 MAX_SEQ = (1 << 53) - 1  # exact in every JSON implementation
 AGENT_BACKOFF_CAP = 5.0
@@ -38,7 +43,9 @@ AGENT_MAX_RECONNECT = AGENT_BACKOFF_CAP * 1.5
 
 _RATIOS = ("cpu", "gpu", "memory")
 _COUNTS = ("sessions", "max_sessions", "queue", "max_queue", "capacity")
+_NUMBERS_V2 = ("delay",)
 _TOP = ("v", "seq", "epoch", "ts", "state", "metrics")
+_TOP_V2 = (*_TOP, "l1", "l2")
 _STATES = frozenset(s.value for s in InstanceState)
 MAX_DIGITS = 16  # enough for MAX_SEQ
 MAX_NUMBER_TEXT = 32
@@ -111,14 +118,19 @@ def encode(
 ) -> bytes:
     if not 0 <= seq <= MAX_SEQ:
         raise ValueError(f"seq {seq} out of range")
-    body = {
-        "v": VERSION,
+    cats = metrics.scores is not None or metrics.delay is not None
+    body: dict[str, Any] = {
+        "v": VERSION_CATS if cats else VERSION,
         "seq": seq,
         "epoch": seq if epoch is None else epoch,
         "ts": round(ts, 6),
         "state": state.value,
         "metrics": metrics.to_json(),
     }
+    if metrics.scores is not None:
+        if metrics.scores.l1():
+            body["l1"] = metrics.scores.l1()
+        body["l2"] = metrics.scores.l2
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -144,12 +156,12 @@ def decode(key: InstanceKey, payload: bytes, max_size: int = 4096) -> Report:
         raise PayloadError("not_json", str(e)[:100]) from None
     if not isinstance(body, dict):
         raise PayloadError("schema", "payload is not a JSON object")
-    unknown = set(body) - set(_TOP)
-    if unknown:
-        raise PayloadError("schema", f"unknown keys {_names(unknown)}")
     v = body.get("v")
-    if type(v) is not int or v != VERSION:
-        raise PayloadError("version", f"v={_short(v)}, this daemon reads v={VERSION}")
+    if type(v) is not int or v not in VERSIONS:
+        raise PayloadError("version", f"v={_short(v)}, this daemon reads v=1 and v=2")
+    unknown = set(body) - set(_TOP_V2 if v == VERSION_CATS else _TOP)
+    if unknown:
+        raise PayloadError("schema", f"unknown keys {_names(unknown)} (for v={v})")
     seq = _int(body, "seq", MAX_SEQ)
     epoch = _int(body, "epoch", MAX_SEQ) if "epoch" in body else seq
     if epoch > seq:
@@ -163,19 +175,47 @@ def decode(key: InstanceKey, payload: bytes, max_size: int = 4096) -> Report:
     raw = body.get("metrics", {})
     if type(raw) is not dict:
         raise PayloadError("schema", "metrics must be an object")
-    bad = set(raw) - set(_RATIOS) - set(_COUNTS)
+    bad = set(raw) - set(_RATIOS) - set(_COUNTS) - set(_NUMBERS_V2 if v == VERSION_CATS else ())
     if bad:
-        raise PayloadError("schema", f"unknown metrics {_names(bad)}")
+        raise PayloadError("schema", f"unknown metrics {_names(bad)} (for v={v})")
     for k, value in raw.items():
         if k in _COUNTS and type(value) is not int:
             raise PayloadError("schema", f"metrics.{k} must be a whole number")
-        if k in _RATIOS and type(value) not in (int, float):
+        if k not in _COUNTS and type(value) not in (int, float):
             raise PayloadError("schema", f"metrics.{k} must be a number")
+    scores = _scores(body) if v == VERSION_CATS else None
     try:
-        metrics = Metrics(**raw)
+        metrics = Metrics(**raw, scores=scores)
     except (ModelError, TypeError) as e:
         raise PayloadError("range", str(e)[:200]) from None
     return Report(key, seq, epoch, float(ts), InstanceState(state_text), metrics)
+
+
+def _scores(body: dict[str, Any]) -> Scores | None:
+    """The instance's own CATS scores (v=2): `l2` 0..10, `l1` an object of category scores
+    0..10 that needs `l2` beside it."""
+    if "l2" not in body:
+        if "l1" in body:
+            raise PayloadError("schema", "l1 without l2")
+        return None
+    l2 = body["l2"]
+    if type(l2) is not int:
+        raise PayloadError("schema", "l2 must be a whole number")
+    l1 = body.get("l1", {})
+    if type(l1) is not dict:
+        raise PayloadError("schema", "l1 must be an object")
+    bad = set(l1) - set(CATEGORIES)
+    if bad:
+        raise PayloadError(
+            "schema", f"l1: unknown categories {_names(bad)} (known: {', '.join(CATEGORIES)})"
+        )
+    for k, value in l1.items():
+        if type(value) is not int:
+            raise PayloadError("schema", f"l1.{k} must be a whole number")
+    for name, value in (("l2", l2), *((f"l1.{k}", x) for k, x in l1.items())):
+        if not 0 <= value <= SCORE_MAX:
+            raise PayloadError("range", f"{name}={value} outside 0..{SCORE_MAX}")
+    return Scores(l2=l2, **l1)
 
 
 def _int(body: dict[str, Any], name: str, top: int) -> int:

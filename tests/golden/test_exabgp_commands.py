@@ -45,3 +45,30 @@ def test_generated_configuration(tmp_path) -> None:  # type: ignore[no-untyped-d
 def test_unknown_option_is_named() -> None:
     with pytest.raises(ValueError, match="nope"):
         ExabgpOptions.parse({"nope": 1})
+
+
+def test_edge_metadata_goes_only_to_the_neighbours_that_asked_for_it() -> None:
+    from cand.adapters.exabgp import commands
+
+    with_42, plain = commands(ROUTE, 65000, 48, 0xFF01, ["fc00:a::1"], ["fc00:b::100"])
+    assert with_42.startswith("neighbor fc00:a::1 announce route 2001:db8:5::1/128 ")
+    assert with_42.endswith("attribute [ 0x2a 0x80 0x00010003ff01080002000202ee ]")
+    assert plain.startswith("neighbor fc00:b::100 announce route ") and "0x2a" not in plain
+    # nobody asked: the one command to every peer, as before
+    assert commands(ROUTE, 65000, 48, 0xFF01, [], ["fc00:b::100"]) == [command(ROUTE, 65000, 48)]
+
+
+def test_edge_metadata_on_a_gobgp_neighbour_is_refused() -> None:
+    base = {
+        "router": {"id": "fc00:a::3", "roles": ["egress"], "locator": "fc00:0:3::/48"},
+        "bgp": {"neighbors": [{"address": "fc00:a::1", "asn": 65000, "edge_metadata": True}]},
+    }
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(base)
+    assert (
+        "strips unknown optional non-transitive"
+        in dict(e.value.problems)["bgp.neighbors[0].edge_metadata"]
+    )
+    base["bgp"]["speaker"] = "exabgp"  # type: ignore[index]
+    cfg = config.parse(base)
+    assert cfg.bgp is not None and cfg.bgp.edge_metadata_capability == 0xFF01

@@ -16,7 +16,7 @@ import pytest
 from cand import config as configmod
 from cand.agent import MetricAgent
 from cand.api import ApiError, request
-from cand.engine import InstanceReported, RemoveService, Withdraw
+from cand.engine import Advertise, InstanceReported, RemoveService, Withdraw
 from tests.conftest import Broker, stop
 from tests.integration.harness import running
 
@@ -96,6 +96,41 @@ def test_services_added_and_removed_in_place(broker: Broker, tmp_path: Path) -> 
                 await asyncio.sleep(0.3)
                 assert all(str(e.key.service) == APP for e in rec.of(InstanceReported)[n:])
                 assert daemon.counters["reloads"] == 2
+
+    asyncio.run(main())
+
+
+def test_changed_metric_weights_rescore_at_once(broker: Broker, tmp_path: Path) -> None:
+    """A reload that changes `[services.metrics]` scores the instances already known again,
+    from their last report: the new L2 is in the RIB and advertised with no new report."""
+    conf = tmp_path / "cand.toml"
+    metrics = '\n[services.metrics]\ncomposition = "mean"\n'
+    conf.write_text(toml(tmp_path, broker, [WEB]) + metrics)
+
+    def l2(daemon) -> list[int]:  # type: ignore[no-untyped-def]
+        return [e.route.metrics.l2 for e in daemon.engine.rib.local.values()]
+
+    async def main() -> None:
+        cfg = configmod.load(conf)
+        async with running(cfg, conf) as (daemon, rec):
+            # no heartbeat during the test: whatever changes, no report of the agent did it
+            async with MetricAgent(broker.url, WEB, B1, expiry=600.0, heartbeat=300.0) as web:
+                # computing t 0.1, service t 0.9: their mean 0.5 scores 5
+                await web.report(cpu=0.1, sessions=9, max_sessions=10)
+                await rec.wait_for(lambda r: l2(daemon) == [5], what="scored 5")
+                reports = len(rec.of(InstanceReported))
+                conf.write_text(
+                    toml(tmp_path, broker, [WEB]) + metrics + "weights = { computing = 3 }\n"
+                )
+                done = await request(cfg.api.socket, "reload")
+                assert done["changed"] == ["services"]
+                # (3 * 0.1 + 0.9) / 4 = 0.3 scores 7: same band, same load, only the reload
+                await rec.wait_for(
+                    lambda r: [a for a in r.of(Advertise) if a.route.metrics.l2 == 7],
+                    what="the re-scored instance advertised",
+                )
+                assert l2(daemon) == [7] and daemon.engine.counters["rescored"] == 1
+                assert len(rec.of(InstanceReported)) == reports  # no new report did it
 
     asyncio.run(main())
 

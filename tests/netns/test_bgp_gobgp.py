@@ -30,8 +30,8 @@ pytestmark = pytest.mark.netns
 BINDING = "2001:db8:a::10"
 
 
-def view(routes: list[dict[str, Any]]) -> tuple[tuple[str, int, str], ...]:
-    return tuple(sorted((r["state"], r["l2"], r["binding"]) for r in routes))
+def view(routes: list[dict[str, Any]]) -> tuple[tuple[str, int, int, str], ...]:
+    return tuple(sorted((r["state"], r["load_permille"], r["l2"], r["binding"]) for r in routes))
 
 
 async def follow(sock: Path, steps: list[tuple[str, Any]], agent: AgentProcess) -> list[Any]:
@@ -53,9 +53,9 @@ async def follow(sock: Path, steps: list[tuple[str, Any]], agent: AgentProcess) 
 
 
 STEPS = [
-    ("report cpu=0.3", (("up", 300, BINDING),)),
-    ("report cpu=0.7", (("up", 700, BINDING),)),
-    ("draining", (("draining", 700, BINDING),)),
+    ("report cpu=0.3", (("up", 300, 7, BINDING),)),
+    ("report cpu=0.7", (("up", 700, 3, BINDING),)),
+    ("draining", (("draining", 700, 3, BINDING),)),
     ("exit", ()),
 ]
 
@@ -106,9 +106,13 @@ def check_wire(updates: list[bgp_update.Update], sock_routes_seen: list[Any]) ->
     for u in updates:
         for _pid, svc, egress in u.announced:
             routes.append(bgp.decode_route(svc, egress, u.attributes, 65000))
-    states = [(r.state.value, r.metrics.l2) for r in routes if str(r.binding) == BINDING]
+    states = [
+        (r.state.value, r.metrics.load_permille, r.metrics.l2)
+        for r in routes
+        if str(r.binding) == BINDING
+    ]
     # every state the ingress showed was on the wire, in the same order
-    shown = [v[0][:2] for v in sock_routes_seen if v]
+    shown = [v[0][:3] for v in sock_routes_seen if v]
     it = iter(states)
     assert all(any(s == w for w in it) for s in shown), (shown, states)
     assert any(u.withdrawn for u in updates), "the final withdrawal was not on the wire"
@@ -303,13 +307,13 @@ def test_cand_crash_keeps_routes_and_restart_adopts_them(topo: Topology, tmp_pat
         assert st["speaker"]["managed"] is True
         assert st["speaker"]["gobgpd_pid"] == before
         await asyncio.to_thread(agent.say, "report cpu=0.5")
-        await follow(isock, [("report cpu=0.5", (("up", 500, BINDING),))], agent)
+        await follow(isock, [("report cpu=0.5", (("up", 500, 5, BINDING),))], agent)
 
     from cand.api import request
 
     asyncio.run(main())
     assert views
-    assert all(v == (("up", 300, BINDING),) for v in views), set(views)
+    assert all(v == (("up", 300, 7, BINDING),) for v in views), set(views)
 
 
 def test_gobgpd_killed_is_restarted_and_reannounces(topo: Topology, tmp_path: Path) -> None:
@@ -358,7 +362,7 @@ def test_gobgpd_killed_is_restarted_and_reannounces(topo: Topology, tmp_path: Pa
             await asyncio.sleep(0.1)
         assert (await request(esock, "status"))["speaker"]["advertised"] >= 2  # announced again
         await asyncio.to_thread(agent.say, "report cpu=0.6")
-        await follow(isock, [("report cpu=0.6", (("up", 600, BINDING),))], agent)
+        await follow(isock, [("report cpu=0.6", (("up", 600, 4, BINDING),))], agent)
 
     asyncio.run(main())
-    assert all(v == (("up", 300, BINDING),) for v in views), set(views)
+    assert all(v == (("up", 300, 7, BINDING),) for v in views), set(views)

@@ -21,7 +21,7 @@ BINDING = "2001:db8:a::10"
 
 
 def view(routes: list[dict[str, Any]]) -> tuple[tuple[str, int, str], ...]:
-    return tuple(sorted((r["state"], r["l2"], r["binding"]) for r in routes))
+    return tuple(sorted((r["state"], r["load_permille"], r["l2"], r["binding"]) for r in routes))
 
 
 async def until(sock: Path, want: Any, timeout: float = 30.0) -> None:
@@ -44,7 +44,7 @@ def test_exabgp_killed_is_restarted_and_no_ingress_loses_the_path(
     iconf = cand_toml(tmp_path, "i", "fc00:a::1", ["fc00:a::3"], ["ingress"])
     isock = start_cand(topo, i, iconf, tmp_path, "i")
     pid_file = tmp_path / "e-exabgp" / "exabgp.pid"
-    up300 = (("up", 300, BINDING),)
+    up300 = (("up", 300, 7, BINDING),)
 
     async def main() -> list[Any]:
         from cand_testbed.routers import wait_api
@@ -73,7 +73,7 @@ def test_exabgp_killed_is_restarted_and_no_ingress_loses_the_path(
             views.append(view(await received(isock)))
             await asyncio.sleep(0.1)
         await asyncio.to_thread(agent.say, "report cpu=0.6")
-        await until(isock, (("up", 600, BINDING),))
+        await until(isock, (("up", 600, 4, BINDING),))
         return views
 
     views = asyncio.run(main())

@@ -233,13 +233,13 @@ def test_restart_withdraws_nothing_and_the_new_daemon_takes_over(
         st = await request(esock, "status")
         assert st["uptime"] < 30
         await asyncio.to_thread(agent.say, "report cpu=0.5")
-        await follow(isock, [("report cpu=0.5", (("up", 500, BINDING),))], agent)
+        await follow(isock, [("report cpu=0.5", (("up", 500, 5, BINDING),))], agent)
         return before, st["speaker"].get("gobgpd_pid")
 
     before, after = asyncio.run(main())
     assert egress_cand.poll() is None, "cand did not come back in place"
     assert views
-    assert all(v == (("up", 300, BINDING),) for v in views), set(views)
+    assert all(v == (("up", 300, 7, BINDING),) for v in views), set(views)
     if speaker == "gobgp":
         assert before is not None and after == before, "gobgpd did not survive the restart"
     time.sleep(0.3)

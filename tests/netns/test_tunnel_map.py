@@ -231,3 +231,39 @@ def test_an_earlier_layout_is_converted_and_its_flow_kept(lab: Lab) -> None:
     assert conn.talk() == "s1"  # the established flow survived the conversion
     assert lab.ask(lab.c2, VIP)[0] == "s1"
     conn.close()
+
+
+# In the ingress namespace: the outer source of every tunnel entry in the map its routes use.
+SOURCES = """
+import ipaddress, json, subprocess, sys
+from cand.adapters import srv6_bpf
+spec = int(sys.argv[1])
+routes = subprocess.run(["ip", "-6", "route", "show", "table", str(spec)], capture_output=True,
+                        text=True, check=True).stdout
+name = routes.split("encap bpf xmit ")[1].split(":")[0].split()[0]
+tmap = srv6_bpf.TunnelMap.find(name)
+values = srv6_bpf.map_dump(tmap.map_fd)
+print(json.dumps(sorted({str(ipaddress.IPv6Address(srv6_bpf.parse_tunnel_value(v)[1][8:24]))
+                         for v in values.values()})))
+"""
+
+
+def test_a_restart_with_another_encap_source_keeps_each_slot_and_rewrites_its_entry(
+    lab: Lab,
+) -> None:
+    """An entry in other bytes than this run would write is still the same tunnel: its mark
+    must stay with it (the marks in conntrack lead there), and its bytes are rewritten."""
+    lab.drive(lab.e, egress_spec())
+    first = lab.drive(lab.i, ingress_spec(VIP, 1000, 0))
+    conn = Conn(lab)
+    assert conn.talk() == "s1"
+    sources = json.loads(lab.topo.exec(lab.i, sys.executable, "-c", SOURCES, str(BASE)).stdout)
+    assert sources == [INGRESS]
+    other = "fc00:1e::99"
+    second = lab.drive(lab.i, {**ingress_spec(VIP, 1000, 0), "encap_source": other})
+    assert second["slots"] == first["slots"]
+    assert second["status"]["adopted"] == 2 and second["status"]["errors"] == 0, second
+    sources = json.loads(lab.topo.exec(lab.i, sys.executable, "-c", SOURCES, str(BASE)).stdout)
+    assert sources == [other]
+    assert conn.talk() == "s1"  # the established flow kept its instance
+    conn.close()

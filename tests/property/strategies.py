@@ -8,9 +8,19 @@ from hypothesis import strategies as st
 
 from cand.engine.service_table import Candidate
 from cand.model import InstanceKey, InstanceRoute, InstanceState, Metrics
+from cand.normalize import Scores
 from tests.helpers import R2, R3, SVC, bid
 
 ratios = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+score_values = st.integers(0, 10)
+scores = st.builds(
+    Scores,
+    l2=score_values,
+    computing=st.none() | score_values,
+    communication=st.none() | score_values,
+    service=st.none() | score_values,
+    composed=st.none() | score_values,
+)
 metrics = st.builds(
     Metrics,
     cpu=st.none() | ratios,
@@ -18,6 +28,8 @@ metrics = st.builds(
     sessions=st.none() | st.integers(0, 1000),
     max_sessions=st.none() | st.integers(1, 1000),
     capacity=st.integers(1, 10_000),
+    delay=st.none() | st.floats(0, 5000, allow_nan=False),
+    scores=st.none() | scores,
 )
 states = st.sampled_from(list(InstanceState))
 

@@ -16,12 +16,19 @@ from hypothesis import strategies as st
 from cand.adapters.mqtt import MqttMetricSource
 from cand.config import MqttConfig
 from cand.model import InstanceState, Metrics
+from cand.normalize import Scores
 from cand.wire import mqtt as wire
 from tests.helpers import R1, SVC, key
 
 K = key(1)
 REAL = wire.encode(
     InstanceState.UP, Metrics(cpu=0.25, sessions=3, max_sessions=9), 1_700_000_000_123, 1.7e9
+).decode()
+REAL_V2 = wire.encode(
+    InstanceState.UP,
+    Metrics(cpu=0.25, delay=4.5, scores=Scores(l2=7, computing=7, service=9)),
+    1_700_000_000_123,
+    1.7e9,
 ).decode()
 NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
 REASONS = {"too_large", "not_json", "schema", "version", "range"}
@@ -36,14 +43,18 @@ odd_values = odd_numbers | st.sampled_from(
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    text = REAL
+    text = draw(st.sampled_from([REAL, REAL_V2]))
     kind = draw(st.sampled_from(["number", "dup", "flip", "cut", "insert"]))
     if kind == "number":
         spans = [m.span() for m in NUMBER.finditer(text)]
         a, b = draw(st.sampled_from(spans))
         text = text[:a] + draw(odd_values) + text[b:]
     elif kind == "dup":
-        k = draw(st.sampled_from(["v", "seq", "epoch", "ts", "state", "metrics", "cpu"]))
+        k = draw(
+            st.sampled_from(
+                ["v", "seq", "epoch", "ts", "state", "metrics", "cpu", "l1", "l2", "delay"]
+            )
+        )
         text = text.replace("{", f'{{"{k}":{draw(odd_values)},', 1)
     elif kind == "flip":
         raw = bytearray(text.encode())
@@ -69,9 +80,14 @@ def test_mutated_reports_raise_only_payload_errors(raw: bytes) -> None:
         return
     # what was accepted is exactly what the format allows
     body = json.loads(raw)
-    assert type(body["v"]) is int and body["v"] == 1
+    assert type(body["v"]) is int and body["v"] in (1, 2)
     assert 0 <= r.seq <= wire.MAX_SEQ and 0 <= r.ts <= wire.MAX_TS
     assert 0 <= r.metrics.load <= 1
+    if body["v"] == 1:  # the CATS additions exist only in v=2
+        assert "l1" not in body and "l2" not in body and "delay" not in body["metrics"]
+    if "l2" in body:
+        assert type(body["l2"]) is int and r.metrics.l2 == body["l2"]
+    assert 0 <= r.metrics.l2 <= 10 and all(0 <= v <= 10 for v in r.metrics.l1().values())
 
 
 segments = st.text(max_size=60) | st.sampled_from(

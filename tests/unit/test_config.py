@@ -29,6 +29,20 @@ def test_example_is_valid_and_maps_to_engine_config() -> None:
     assert video.mode is InstanceMode.NAT and video.default is DefaultAction.DROP
     assert video.policy == "weighted"
     assert eng.ingress and eng.egress and eng.locator is not None
+    # the example scores the video service's delay between 5 and 200 ms, worst category wins
+    assert video.normalization.bounds["delay"] == (5.0, 200.0)
+    assert video.normalization.bounds["cpu"] == (0.0, 1.0)
+    assert video.normalization.method == "min-max" and video.normalization.composition == "min"
+
+
+def test_every_cats_category_takes_a_weight() -> None:
+    """The draft's four L1 categories, composed included, are the names `weights` knows."""
+    d = example()
+    weights = {"computing": 2, "communication": 0, "service": 1, "composed": 3}
+    d["services"][0]["metrics"] = {"composition": "mean", "weights": weights}
+    sid = ServiceId.parse(d["services"][0]["sid"])
+    spec = config.parse(d, "t.toml").engine_config().services[sid]
+    assert dict(spec.normalization.weights) == weights
 
 
 @pytest.mark.parametrize(
@@ -51,6 +65,33 @@ def test_example_is_valid_and_maps_to_engine_config() -> None:
         (lambda d: d["router"].pop("locator"), "router.locator", "needs an SRv6 locator"),
         (lambda d: d["services"][0].update(sid="10.0.0.1"), "services[0].sid", "IPv4 D-SID"),
         (lambda d: d["router"].update(id="10.9.9.9"), "router.id", "needs an IPv6 address"),
+        (
+            lambda d: d["services"][0].update(metrics={"bounds": {"fan": [0, 1]}}),
+            "services[0].metrics.bounds",
+            "'fan' is not an L0 value",
+        ),
+        (
+            lambda d: d["services"][0].update(metrics={"bounds": {"delay": [200, 5]}}),
+            "services[0].metrics.bounds.delay",
+            "best < worst",
+        ),
+        (
+            lambda d: d["services"][0].update(metrics={"method": "z-score"}),
+            "services[0].metrics.method",
+            "min-max",
+        ),
+        (
+            lambda d: d["services"][0].update(metrics={"weights": {"service": 2}}),
+            "services[0].metrics.weights",
+            "composition",
+        ),
+        (
+            lambda d: d["services"][0].update(
+                metrics={"composition": "mean", "weights": {"network": 1}}
+            ),
+            "services[0].metrics.weights",
+            "'network' is not a category (computing, communication, service, composed)",
+        ),
     ],
 )
 def test_errors_name_the_field(edit: Any, field: str, reason: str) -> None:
@@ -94,6 +135,7 @@ def test_every_option_is_documented() -> None:
         config.SmoothingConfig,
         config.DataplaneConfig,
         config.ServiceConfig,
+        config.ServiceMetricsConfig,
         config.ServiceDefaults,
         config.ApiConfig,
         config.PrometheusConfig,

@@ -30,6 +30,20 @@ def test_small_change_waits_for_refresh_big_change_for_min_interval() -> None:
     assert dm.due(11.0) == [Send(route(1, cpu=0.41))]
 
 
+def test_a_prompt_change_goes_out_after_min_interval_whatever_its_size() -> None:
+    """What a reload re-scored: the operator's change, not churn, so no refresh-long wait."""
+    dm = d(threshold=50, min_interval=1.0, refresh_interval=10.0)
+    dm.offer(K, route(1, cpu=0.20), 0.0)
+    assert dm.offer(K, route(1, cpu=0.21), 0.5, prompt=True) == []  # too soon
+    assert dm.next_deadline() == 1.0
+    assert dm.due(1.0) == [Send(route(1, cpu=0.21))]
+    # once sent, the next small change waits for the refresh again
+    assert dm.offer(K, route(1, cpu=0.22), 2.5) == [] and dm.next_deadline() == 11.0
+    assert dm.offer(K, route(1, cpu=0.23), 3.0, prompt=True) == [Send(route(1, cpu=0.23))]
+    assert dm.offer(K, route(1, cpu=0.23), 3.5, prompt=True) == []  # nothing changed
+    assert dm.next_deadline() is None
+
+
 def test_state_changes_and_death_are_never_delayed() -> None:
     dm = d(min_interval=5.0)
     dm.offer(K, route(1), 0.0)

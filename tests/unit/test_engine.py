@@ -128,10 +128,25 @@ def test_local_report_beats_remote_copy_of_same_instance() -> None:
     e.handle(RouteLearned("rr", route(1, egress=R3, cpu=0.9, seq=99)), 0.0)
     e.handle(report(1, cpu=0.1), 0.0)
     (choice,) = e.table[SVC].choices
-    assert choice.local and choice.l2 == 100
+    assert choice.local and choice.load_permille == 100 and choice.l2 == 9
 
 
 def test_egress_only_router_programs_no_service() -> None:
     e = engine(ingress=False)
     eff = e.handle(report(1), 0.0)
     assert of(eff, ProgramService) == [] and len(of(eff, Advertise)) == 1
+
+
+def test_egress_scores_l0_under_the_services_normalization() -> None:
+    from cand.engine.service_table import ServiceSpec
+    from cand.normalize import Normalization, Scores
+
+    tight = ServiceSpec(SVC, normalization=Normalization(bounds={"cpu": (0.0, 0.5)}))
+    e = engine(services={SVC: tight})
+    (adv,) = of(e.handle(report(1, cpu=0.25), 0.0), Advertise)
+    assert adv.route.metrics.scores == Scores(l2=5, computing=5)  # default bounds: 8
+    assert adv.route.metrics.load_permille == 250
+    # an instance that scored itself keeps its own score
+    ev = InstanceReported(key(2), InstanceState.UP, Metrics(cpu=0.25, scores=Scores(l2=9)), 1, 30.0)
+    (adv,) = of(e.handle(ev, 0.0), Advertise)
+    assert adv.route.metrics.scores == Scores(l2=9)

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 from cand.engine import (
+    Advertise,
     InstanceReported,
     ProgramService,
     Reconfigured,
@@ -14,7 +15,8 @@ from cand.engine import (
 )
 from cand.engine.service_table import ServiceSpec
 from cand.model import FlowKeyKind, InstanceState, Metrics
-from tests.helpers import R2, SVC, SVC2, engine, key, route
+from cand.normalize import Normalization, Scores
+from tests.helpers import R2, SVC, SVC2, bid, engine, key, route
 
 
 def up(n: int, service=SVC, cpu: float = 0.2) -> InstanceReported:  # type: ignore[no-untyped-def]
@@ -70,3 +72,39 @@ def test_what_needs_a_restart_is_refused_and_nothing_changes() -> None:
     assert "unknown policy 'nope'" in e.reload_problems(bad)[0]
     assert e.handle(Reconfigured(new), 1.0) == [] and e.config.router != R2
     assert e.counters["reconfigure_refused"] == 1
+
+
+def test_changed_metric_weights_rescore_known_instances_without_a_report() -> None:
+    """`[services.metrics]` changed on reload: what the egress scored is scored again from the
+    last L0 it holds, advertised and decided at once; what an instance scored itself stays."""
+    even = ServiceSpec(SVC, normalization=Normalization(composition="mean"))
+    e = engine(services={SVC: even})
+    e.start()
+    sessions = Metrics(cpu=0.1, sessions=9, max_sessions=10)  # computing t 0.1, service t 0.9
+    own = Metrics(cpu=0.1, scores=Scores(l2=6, composed=6))
+    e.handle_many(
+        [
+            InstanceReported(key(1), InstanceState.UP, sessions, 1, ttl=300.0),
+            InstanceReported(key(2), InstanceState.UP, own, 1, ttl=300.0),
+        ],
+        0.0,
+    )
+    assert e.rib.local[key(1)].route.metrics.l2 == 5  # (0.1 + 0.9) / 2
+    heavy = replace(even, normalization=Normalization(composition="mean", weights={"computing": 3}))
+    eff = e.handle(Reconfigured(replace(e.config, services={SVC: heavy})), 10.0)
+    sent = {a.route.key: a.route for a in of(eff, Advertise)}
+    # (3 * 0.1 + 0.9) / 4 = 0.3: 7, in the same band as 5 and with the same load, so only the
+    # reload makes it go out now rather than at the next refresh (t=60)
+    assert list(sent) == [key(1)] and sent[key(1)].metrics.l2 == 7
+    entry = e.rib.local[key(1)]
+    assert entry.route.metrics.l2 == 7 and entry.route.metrics.cpu == 0.1
+    assert (entry.updated_at, entry.expires_at) == (0.0, 300.0)  # still the report of t=0
+    assert e.rib.local[key(2)].route.metrics.scores == own.scores
+    assert {c.binding: c.l2 for c in e.table[SVC].choices} == {bid(1): 7, bid(2): 6}
+    assert e.counters["rescored"] == 1
+    # the same normalization again: nothing to score, nothing to send
+    eff = e.handle(Reconfigured(replace(e.config, services={SVC: heavy})), 20.0)
+    assert of(eff, Advertise) == [] and of(e.handle(Tick(), 30.0), Advertise) == []
+    # the next report is scored under the new weights, as the reload did
+    e.handle(InstanceReported(key(1), InstanceState.UP, sessions, 2, ttl=300.0), 40.0)
+    assert e.rib.local[key(1)].route.metrics.l2 == 7

@@ -96,12 +96,12 @@ def run_program(
             reg[dst] = int.from_bytes((reg[dst] & 0xFFFF).to_bytes(2, "big"), "little")
         elif op in (0x61, 0x71):  # ldx w / b
             reg[dst] = int.from_bytes(load(reg[src] + off, size[op]), "little")
-        elif op in (0x63, 0x6B, 0x73):  # stx w / h / b: only to the stack
+        elif op == 0x63 and reg[dst] == CTX:  # stx w into the skb: only its mark
+            assert off == srv6_bpf.SKB_MARK
+            skb[srv6_bpf.SKB_MARK] = reg[src] & 0xFFFFFFFF
+        elif op in (0x63, 0x6B, 0x73):  # stx w / h / b: else only to the stack
             n = size[op]
             stack[mem(reg[dst] + off, n)] = (reg[src] & ((1 << 8 * n) - 1)).to_bytes(n, "little")
-        elif op == 0x62:  # st w into the skb
-            assert reg[dst] == CTX and off == srv6_bpf.SKB_MARK
-            skb[srv6_bpf.SKB_MARK] = imm
         elif op == 0x85:
             if imm == srv6_bpf.BPF_FUNC_MAP_LOOKUP_ELEM:
                 assert reg[1] == ("map", MAP_FD)  # type: ignore[comparison-overlap]
@@ -172,13 +172,14 @@ def test_program_puts_the_srh_on_the_wire_and_hides_it_from_the_gso_check(segmen
         assert packet == want + inner  # byte-exact: next header 43, payload length per packet
 
 
-def test_program_drops_on_a_miss_a_bad_length_or_a_failed_helper() -> None:
+def test_program_routes_a_miss_plainly_and_drops_a_bad_length_or_a_failed_helper() -> None:
     header = srv6_bpf.srh_header(SRC, [SID])
     value = srv6_bpf.tunnel_value(SVC.address, header)  # type: ignore[arg-type]
     code = srv6_bpf.map_program(MAP_FD)
     inner = b"x" * 60
-    assert run_program(code, inner, {MARK: value}, mark=MARK + 1)[0] == srv6_bpf.BPF_DROP
-    assert run_program(code, inner, {}, mark=MARK)[0] == srv6_bpf.BPF_DROP
+    plain = (srv6_bpf.BPF_LWT_REROUTE, inner, 0, b"")  # unchanged, unmarked: the main tables
+    assert run_program(code, inner, {MARK: value}, mark=MARK + 1) == plain
+    assert run_program(code, inner, {}, mark=MARK) == plain
     for length in (0, 32, 257, 1 << 31):  # what the verifier's bounds are for
         bad = {MARK: struct.pack("<I", length) + value[4:]}
         assert run_program(code, inner, bad)[0] == srv6_bpf.BPF_DROP
@@ -202,13 +203,20 @@ def test_program_shape() -> None:
     push = next(i for i, (op, _, _, imm) in enumerate(insns) if op == 0x85 and imm == 73)
     bounds = {(op, imm) for op, _, _, imm in insns[:push] if op in (0x25, 0xA5)}
     assert bounds == {(0x25, srv6_bpf.HEADER_MAX), (0xA5, 40)}
-    drop = len(insns) - 2
-    assert insns[drop] == (0xB7, 0, 0, srv6_bpf.BPF_DROP) and insns[-1][0] == 0x95
-    for i, (op, _, off, _) in enumerate(insns):
-        if op in (0x15, 0x55, 0x25, 0xA5):
-            assert i + 1 + off == drop
-    stores = [(op, regs & 0xF) for op, regs, _, _ in insns if op in (0x63, 0x6B, 0x73, 0x7B)]
-    assert all(dst == srv6_bpf.R10 for _, dst in stores)  # the stack only
+    drop = next(i for i, x in enumerate(insns) if x == (0xB7, 0, 0, srv6_bpf.BPF_DROP))
+    assert insns[drop + 1][0] == 0x95
+    targets = [
+        i + 1 + off for i, (op, _, off, _) in enumerate(insns) if op in (0x15, 0x55, 0x25, 0xA5)
+    ]
+    plain = drop + 2  # the miss: mark cleared, re-routed unchanged
+    assert targets[0] == plain and set(targets[1:]) == {drop}
+    assert insns[plain + 2 :] == [(0xB7, 0, 0, srv6_bpf.BPF_LWT_REROUTE), (0x95, 0, 0, 0)]
+    stores = [(op, regs & 0xF, off) for op, regs, off, _ in insns if op in (0x63, 0x6B, 0x73, 0x7B)]
+    ctx = [(op, off) for op, dst, off in stores if dst == srv6_bpf.R6]
+    assert ctx == [(0x63, srv6_bpf.SKB_MARK)] * 2  # the skb: only its mark, by register
+    assert all(dst in (srv6_bpf.R6, srv6_bpf.R10) for _, dst, _ in stores)  # else the stack
+    # no immediate store (st) at all: kernels before 6.3 refuse one into the context
+    assert not [op for op, *_ in insns if op & 0x07 == 0x02]
 
 
 def test_prog_name_round_trips() -> None:
@@ -323,3 +331,26 @@ def test_options_name_the_bad_field(options: dict[str, int], field: str) -> None
         LinuxOptions(mark_bits=16, mark_base=0xCA010000), RouterId.parse("fc00:1::1")
     )
     assert ok.marks.mask == 0xFFFF0000 and ok.map_entries == 0xFFFF  # no more than slots
+
+
+def test_parse_nat_rule_reads_back_what_base_wrote() -> None:
+    """As `nft -j list table ip6 cand` (nft 1.0.6) shows the rule `base` writes for one NAT
+    instance; anything else in the chain is not a translation of cand's."""
+    rule = {
+        "family": "ip6", "table": "cand", "chain": "servicenat", "handle": 2,
+        "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 0xCA000002}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                       "right": "2001:db8:5::2"}},
+            {"dnat": {"addr": "2001:db8:3b::10"}},
+        ],
+    }  # fmt: skip
+    want = nft.NatRule(
+        0xCA000002, ipaddress.IPv6Address("2001:db8:5::2"), ipaddress.IPv6Address("2001:db8:3b::10")
+    )
+    assert nft.parse_nat_rule(rule) == want
+    text = nft.base("cand", nft.Marks(), {}, {}, [want], None)
+    rule_text = "meta mark 0xca000002 ip6 daddr 2001:db8:5::2 dnat to 2001:db8:3b::10"
+    assert f"add rule ip6 cand servicenat {rule_text}" in text
+    assert nft.parse_nat_rule({**rule, "expr": rule["expr"][:2]}) is None
+    assert nft.parse_nat_rule({"expr": [{"counter": {}}]}) is None

@@ -14,6 +14,7 @@ from cand.model import (
     RouterId,
     ServiceId,
 )
+from cand.normalize import Scores
 
 
 def test_ids_parse_compare_and_hash() -> None:
@@ -33,11 +34,30 @@ def test_service_id_rejects_non_anycast(bad: object) -> None:
 
 def test_metrics_levels() -> None:
     m = Metrics(cpu=0.2, gpu=0.7, memory=0.5, sessions=30, max_sessions=40, capacity=200)
-    l1 = m.l1()
-    assert l1.compute == 0.7 and l1.memory == 0.5 and l1.sessions == 0.75
-    assert m.load == 0.75 and m.l2 == 750
+    loads = m.loads()
+    assert loads.compute == 0.7 and loads.memory == 0.5 and loads.sessions == 0.75
+    assert m.load == 0.75 and m.load_permille == 750
     assert m.spare == pytest.approx(50.0)
-    assert Metrics().l2 == 0  # nothing reported: idle
+    # CATS scores, higher is better: computing 0.7 -> 3, service 0.75 -> 3 (2.5 rounds up)
+    assert m.l1() == {"computing": 3, "service": 3} and m.l2 == 3
+    assert Metrics().load_permille == 0 and Metrics().l2 == 10  # nothing reported: idle
+
+
+def test_an_instance_that_gives_only_its_l2_is_as_busy_as_it_says() -> None:
+    m = Metrics(scores=Scores(l2=8, service=8))
+    assert m.l2 == 8 and m.l1() == {"service": 8}
+    assert m.load == pytest.approx(0.2) and m.load_permille == 200
+    # given scores win over the default normalization of the L0 values
+    assert Metrics(cpu=0.9, scores=Scores(l2=7)).l2 == 7
+    assert Metrics(cpu=0.9).l2 == 1
+
+
+def test_delay_is_l0_in_milliseconds() -> None:
+    assert Metrics(delay=12.3456).delay == 12.346
+    assert Metrics(delay=500).l1() == {"service": 5}
+    for bad in (-1, float("inf"), True, 4e6):
+        with pytest.raises(ModelError, match=r"metrics\.delay"):
+            Metrics(delay=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """A metric agent driven line by line from stdin, for tests that need it inside a namespace.
 
 report cpu=0.3 sessions=4 | draining | up | exit
+report l2=4 l1.composed=4   (the instance's own scores: `l1.<category>=<score>`)
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from typing import Any
 
 from cand.agent import MetricAgent
 from cand.lab.netns import Topology
@@ -47,10 +49,13 @@ async def main(broker: str, service: str, binding: str) -> None:
                 break
             verb, *args = line.split()
             if verb == "report":
-                values = {}
+                values: dict[str, Any] = {}
                 for kv in args:
                     k, v = kv.split("=")
-                    values[k] = float(v) if "." in v else int(v)
+                    if k.startswith("l1."):
+                        values.setdefault("l1", {})[k.removeprefix("l1.")] = int(v)
+                    else:
+                        values[k] = float(v) if "." in v else int(v)
                 await agent.report(**values)
             elif verb == "draining":
                 await agent.draining()

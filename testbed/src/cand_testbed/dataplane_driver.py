@@ -52,7 +52,8 @@ def effects(spec: dict[str, Any]) -> tuple[list[Effect], dict[ServiceId, Instanc
                 sid=ipaddress.IPv6Address(sid),
                 weight=weight,
                 state=InstanceState(state),
-                l2=0,
+                load_permille=0,
+                l2=10,
                 network_cost=0.0,
                 local=local,
             )
@@ -71,7 +72,9 @@ def effects(spec: dict[str, Any]) -> tuple[list[Effect], dict[ServiceId, Instanc
 async def main() -> None:
     spec = json.loads(sys.argv[1])
     todo, modes = effects(spec)
-    opts = LinuxOptions(adopt_hold=float(spec.get("hold", 0)))
+    opts = LinuxOptions(
+        adopt_hold=float(spec.get("hold", 0)), encap_source=spec.get("encap_source")
+    )
     dp = LinuxDataplane(opts, RouterId.parse(spec["router"]), modes)
     await dp.apply(todo)  # the first call reads the kernel and adopts what is there
     await dp.reconcile()  # and what `run` does every interval: nothing should change

@@ -29,7 +29,7 @@ CLIENTS = ("c1", "c2")
 WINDOW = 3.0
 PHASES: list[tuple[str, list[tuple[str, str]], float]] = [
     ("all four instances idle", [], 8),
-    ("web-3 overloaded (cpu 0.97): no new flows for it, its connections stay",
+    ("web-3 overloaded (cpu 0.97, CATS L2 0: do not steer): no new flows, its connections stay",
      [("web-3", "cpu 0.97")], 8),
     ("web-3 recovers", [("web-3", "cpu 0.1")], 6),
     ("app-2 drains: existing clients stay, new ones go to app-3", [("app-2", "draining")], 6),
@@ -70,14 +70,16 @@ class Traffic:
 
 def render(
     phase: str, elapsed: float, weights: dict[str, dict[str, dict[str, int]]], t: Traffic,
-    bindings: dict[str, int],
+    bindings: dict[str, int], scores: dict[str, dict[str, int]] | None = None,
 ) -> str:  # fmt: skip
+    """The live table. `L2` is the CATS score as dr1 knows it: 0..10, higher is better
+    (0-3 do not steer, 4-7 medium, 8-10 preferred)."""
     recent = t.recent()
     lines = [f"[{elapsed:5.1f}s] {phase}", ""]
     for dsid, label in ((WEB, "web  (vip, 5-tuple)"), (APP, "app  (ServiceNAT, 3-tuple)")):
         lines.append(f"  {label}  D-SID {dsid}")
         lines.append(
-            f"    {'instance':<9}{'D-BID':<17}{'w@dr1':>6}{'w@dr2':>6}"
+            f"    {'instance':<9}{'D-BID':<17}{'L2':>4}{'w@dr1':>6}{'w@dr2':>6}"
             f"   new flows, last {WINDOW:.0f}s: c1 | c2       long-lived"
         )
         for name, (svc, binding, _) in INSTANCES.items():
@@ -85,6 +87,8 @@ def render(
                 continue
             w = [weights.get(r, {}).get(dsid, {}).get(binding) for r in ("dr1", "dr2")]
             ws = [f"{x:>6}" if x is not None else f"{'-':>6}" for x in w]
+            score = (scores or {}).get(dsid, {}).get(binding)
+            l2 = f"{score:>4}" if score is not None else f"{'-':>4}"
             counts = []
             for c in CLIENTS:
                 total = sum(n for (cc, d, _), n in recent.items() if cc == c and d == dsid) or 1
@@ -93,7 +97,8 @@ def render(
             with t.lock:
                 here = [r for r in t.long.values() if r["dsid"] == dsid and r["served_by"] == name]
             lines.append(
-                f"    {name:<9}{binding:<17}{''.join(ws)}   {' | '.join(counts)}   {len(here)} open"
+                f"    {name:<9}{binding:<17}{l2}{''.join(ws)}   {' | '.join(counts)}"
+                f"   {len(here)} open"
             )
         failed = sum(n for (_, d, s), n in recent.items() if d == dsid and s is None)
         if failed:
@@ -112,7 +117,8 @@ async def show(lab: Fig2, t: Traffic, phase: str, seconds: float, start: float) 
     while time.monotonic() < end:
         weights = {r: await lab.weights(r) for r in ("dr1", "dr2")}
         bindings = {r: len(await lab.api(r, "bindings")) for r in ("dr1", "dr2")}
-        text = render(phase, time.monotonic() - start, weights, t, bindings)
+        scores = await lab.scores("dr1")
+        text = render(phase, time.monotonic() - start, weights, t, bindings, scores)
         print(("\x1b[H\x1b[J" if tty else "") + text + ("" if tty else "\n"), flush=True)
         await asyncio.sleep(1.0 if tty else 2.0)
 

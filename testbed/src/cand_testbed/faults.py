@@ -31,8 +31,13 @@ class Fault:
     """No established connection may break and no new one fail under it."""
 
 
-def _kill(lab: Fig2, node: str, needle: str) -> None:
-    pids = lab.pids(node, needle)
+def _pids(lab: Fig2, node: str, needle: str, unless: str | None = None) -> list[int]:
+    but = set(lab.pids(node, unless)) if unless is not None else set()
+    return [p for p in lab.pids(node, needle) if p not in but]
+
+
+def _kill(lab: Fig2, node: str, needle: str, unless: str | None = None) -> None:
+    pids = _pids(lab, node, needle, unless)
     if not pids:
         raise RuntimeError(f"{node}: no process matching {needle!r}")
     for pid in pids:
@@ -78,13 +83,16 @@ def cand_restart(router: str) -> Fault:
 
 def kill_speaker(router: str, speaker: str) -> Fault:
     needle = "gobgpd" if speaker == "gobgp" else "exabgp"
+    # ExaBGP only, not cand's relay it runs (`cand.adapters.exabgp_bridge`): that one ends
+    # by itself when ExaBGP goes
+    unless = "exabgp_bridge" if speaker == "exabgp" else None
 
     async def inject(lab: Fig2) -> None:
-        _kill(lab, router, needle)
+        _kill(lab, router, needle, unless)
 
     async def repair(lab: Fig2) -> None:  # cand starts a new one by itself
         deadline = time.monotonic() + 30
-        while not lab.pids(router, needle):
+        while not _pids(lab, router, needle, unless):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{router}: {needle} not restarted by cand")
             await asyncio.sleep(0.1)

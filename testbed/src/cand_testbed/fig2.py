@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -34,8 +35,12 @@ INGRESSES = ("dr1", "dr2")
 
 
 class Fig2:
-    def __init__(self, speaker: str = "gobgp") -> None:
+    def __init__(self, speaker: str = "gobgp", name: str | None = None) -> None:
+        """`name` runs the lab under a name of its own (namespaces `clab-<name>-<node>`, run
+        directory `/run/cand/<name>`), so that it can run beside another copy of the lab."""
         self.lab = clab.load(LAB_DIR)
+        if name is not None:
+            self.lab = dataclasses.replace(self.lab, name=name)
         self.run = clab.run_dir(self.lab.name)
         self.speaker = speaker
         self.spawned: list[subprocess.Popen[bytes]] = []
@@ -67,6 +72,13 @@ class Fig2:
         out: dict[str, dict[str, int]] = {}
         for svc in await self.api(router, "services"):
             out[svc["service"]] = {i["binding"]: i["weight"] for i in svc["instances"]}
+        return out
+
+    async def scores(self, router: str) -> dict[str, dict[str, int]]:
+        """D-SID -> D-BID -> CATS L2 score (0-10, higher is better) as one ingress knows it."""
+        out: dict[str, dict[str, int]] = {}
+        for svc in await self.api(router, "services"):
+            out[svc["service"]] = {i["binding"]: i["l2"] for i in svc["instances"]}
         return out
 
     async def wait_ready(self, timeout: float = 90.0) -> float:
@@ -279,6 +291,30 @@ def flows(dsid: str, gap: float, port: int) -> None:
     asyncio.run(run())
 
 
+def mqtt_watch(topic: str, host: str, port: int) -> None:
+    """A bare MQTT v5 subscriber: one JSON line per message on `topic` (retained ones left
+    out) with its seq, state, the publisher's `ts` and the receive time, both also on the
+    monotonic clock of every namespace (`pub`, `recv`): the benchmarks' MQTT baseline, and
+    their record of when a D-MA published."""
+    import aiomqtt
+
+    async def run() -> None:
+        v5 = aiomqtt.ProtocolVersion.V5
+        async with aiomqtt.Client(host, port, protocol=v5) as c:
+            await c.subscribe(topic, 1)
+            print("subscribed", flush=True)
+            async for m in c.messages:
+                recv, wall = time.monotonic(), time.time()
+                if m.retain:
+                    continue
+                body = json.loads(bytes(m.payload))
+                row = {"recv": recv, "pub": body["ts"] - (wall - recv), "seq": body["seq"],
+                       "state": body["state"], "ms": (wall - body["ts"]) * 1000}  # fmt: skip
+                print(json.dumps(row), flush=True)
+
+    asyncio.run(run())
+
+
 def cli() -> None:
     p = argparse.ArgumentParser(prog="python -m cand_testbed.fig2", description="lab probes")
     sub = p.add_subparsers(dest="what", required=True)
@@ -293,12 +329,18 @@ def cli() -> None:
     f.add_argument("dsid")
     f.add_argument("--gap", type=float, default=0.005)
     f.add_argument("--port", type=int, default=80)
+    m = sub.add_parser("mqtt-watch")
+    m.add_argument("topic")
+    m.add_argument("--host", default="::1")
+    m.add_argument("--port", type=int, default=1883)
     a = p.parse_args()
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         if a.what == "sink":
             sink(a.port)
         elif a.what == "connect":
             connect_times(a.targets, a.n, a.port, a.gap)
+        elif a.what == "mqtt-watch":
+            mqtt_watch(a.topic, a.host, a.port)
         else:
             flows(a.dsid, a.gap, a.port)
 

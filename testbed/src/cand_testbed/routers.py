@@ -27,9 +27,11 @@ def cand_toml(
     mqtt_port: int | None = None,
     speaker: str = "gobgp",
     extra: str = "",
+    edge_metadata: tuple[str, ...] = (),
 ) -> Path:
     n_tables = "".join(
         f'\n[[bgp.neighbors]]\naddress = "{n}"\nasn = 65000\nhold_time = 9\nkeepalive = 3\n'
+        + ("edge_metadata = true\n" if n in edge_metadata else "")
         for n in neighbors
     )
     mqtt = f'\n[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n' if mqtt_port else ""

@@ -43,7 +43,7 @@ import grpc
 
 from cand.adapters.speaker_setup import SpeakerSetup
 from cand.backoff import Backoff
-from cand.config import Config
+from cand.config import Config, NeighborConfig
 from cand.engine.events import PathsAdopted, PeerDown, PeerSynced, RouteLearned
 from cand.model import InstanceKey, InstanceRoute, ServiceId
 from cand.plugins import parse_options
@@ -127,6 +127,7 @@ class GobgpSpeaker:
         self.opts = options
         self.asn = setup.asn
         self.locator_len = setup.locator_len
+        self.edge_capability = setup.bgp.edge_metadata_capability
         self.stub: Any = None
         self.child: Child | None = None
         self.out = AdjRibOut()  # the paths cand wants gobgpd to announce
@@ -155,6 +156,7 @@ class GobgpSpeaker:
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._stopping = False
+        self._emit: Emit | None = None
         # advertise, withdraw and the RIB-out check, one at a time: a check must never send
         # a route that a later advertise has already replaced
         self._out_lock = asyncio.Lock()
@@ -167,6 +169,7 @@ class GobgpSpeaker:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
+        self._emit = emit
         channel = grpc.aio.insecure_channel(f"unix://{self.opts.socket}")
         self.stub = pb_grpc.GobgpApiStub(channel)
         try:
@@ -254,48 +257,102 @@ class GobgpSpeaker:
             )
         )
         for n in b.neighbors:
-            if n.bfd:
-                log.warning(
-                    "event=gobgp_no_bfd peer=%s (gobgpd has no BFD; hold time applies)", n.address
+            await self._add_peer(n)
+
+    def _peer(self, n: NeighborConfig) -> Any:
+        b = self.bgp
+        rid = b.router_id or _router_id(self.config.router.id)
+        fams = [pb.Family(afi=a, safi=s) for a, s in FAMILIES.values()]
+        return pb.Peer(
+            conf=pb.PeerConf(
+                neighbor_address=n.address,
+                peer_asn=n.asn,
+                auth_password=n.password or "",
+                description=n.description,
+            ),
+            timers=pb.Timers(
+                config=pb.TimersConfig(hold_time=n.hold_time, keepalive_interval=n.keepalive)
+            ),
+            transport=pb.Transport(passive_mode=n.passive),
+            route_reflector=pb.RouteReflector(
+                route_reflector_client=n.route_reflector_client,
+                route_reflector_cluster_id=rid if n.route_reflector_client else "",
+            ),
+            graceful_restart=pb.GracefulRestart(
+                enabled=b.graceful_restart > 0, restart_time=b.graceful_restart
+            ),
+            afi_safis=[
+                pb.AfiSafi(
+                    config=pb.AfiSafiConfig(family=f, enabled=True),
+                    add_paths=pb.AddPaths(config=pb.AddPathsConfig(receive=True, send_max=255)),
+                    mp_graceful_restart=pb.MpGracefulRestart(
+                        config=pb.MpGracefulRestartConfig(enabled=b.graceful_restart > 0)
+                    ),
                 )
-            fams = [pb.Family(afi=a, safi=s) for a, s in FAMILIES.values()]
-            peer = pb.Peer(
-                conf=pb.PeerConf(
-                    neighbor_address=n.address,
-                    peer_asn=n.asn,
-                    auth_password=n.password or "",
-                    description=n.description,
-                ),
-                timers=pb.Timers(
-                    config=pb.TimersConfig(hold_time=n.hold_time, keepalive_interval=n.keepalive)
-                ),
-                transport=pb.Transport(passive_mode=n.passive),
-                route_reflector=pb.RouteReflector(
-                    route_reflector_client=n.route_reflector_client,
-                    route_reflector_cluster_id=rid if n.route_reflector_client else "",
-                ),
-                graceful_restart=pb.GracefulRestart(
-                    enabled=b.graceful_restart > 0, restart_time=b.graceful_restart
-                ),
-                afi_safis=[
-                    pb.AfiSafi(
-                        config=pb.AfiSafiConfig(family=f, enabled=True),
-                        add_paths=pb.AddPaths(config=pb.AddPathsConfig(receive=True, send_max=255)),
-                        mp_graceful_restart=pb.MpGracefulRestart(
-                            config=pb.MpGracefulRestartConfig(enabled=b.graceful_restart > 0)
-                        ),
-                    )
-                    for f in fams
-                ],
+                for f in fams
+            ],
+        )
+
+    async def _add_peer(self, n: NeighborConfig) -> None:
+        if n.bfd:
+            log.warning(
+                "event=gobgp_no_bfd peer=%s (gobgpd has no BFD; hold time applies)", n.address
             )
-            await self.stub.AddPeer(pb.AddPeerRequest(peer=peer))
-            self.peers[n.address] = _PeerView(AdjRibIn(n.address))
-            log.info("event=gobgp_peer_added peer=%s asn=%d", n.address, n.asn)
+        await self.stub.AddPeer(pb.AddPeerRequest(peer=self._peer(n)))
+        self.peers[n.address] = _PeerView(AdjRibIn(n.address))
+        log.info("event=gobgp_peer_added peer=%s asn=%d", n.address, n.asn)
+
+    # --- neighbours changed by `cand reload` ------------------------------------------------
+
+    def live_neighbors(self) -> bool:
+        return True
+
+    async def set_neighbors(self, neighbors: Sequence[NeighborConfig]) -> None:
+        """Gone: DeletePeer (gobgpd sends a NOTIFICATION) and the routes learned from it are
+        withdrawn at once (no graceful restart: the operator removed it). New: AddPeer, and
+        gobgpd sends it every path cand announces. Changed: UpdatePeer, which resets the
+        session only when the change needs it (gobgpd decides). The rest is left alone."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), 10.0)
+        except TimeoutError:
+            raise RuntimeError("gobgpd is not configured yet (starting?): try again") from None
+        old = {n.address: n for n in self.bgp.neighbors}
+        new = {n.address: n for n in neighbors}
+        for addr in sorted(set(old) - set(new)):
+            with contextlib.suppress(grpc.aio.AioRpcError):  # already gone is gone
+                await self.stub.DeletePeer(pb.DeletePeerRequest(address=addr))
+            view = self.peers.pop(addr, None)
+            self._dirty.pop(addr, None)
+            self._resync.discard(addr)
+            log.info("event=gobgp_peer_deleted peer=%s", addr)
+            if view is not None and self._emit is not None:
+                await self._emit(PeerDown(addr, 0.0))
+        for addr in sorted(set(new) & set(old)):
+            if new[addr] != old[addr]:
+                await self.stub.UpdatePeer(
+                    pb.UpdatePeerRequest(peer=self._peer(new[addr]), do_soft_reset_in=True)
+                )
+                log.info("event=gobgp_peer_updated peer=%s", addr)
+        for addr in sorted(set(new) - set(old)):
+            await self._add_peer(new[addr])
+        self.bgp = self.bgp.model_copy(update={"neighbors": tuple(neighbors)})
 
     async def _adopt(self) -> None:
-        """cand restarted, gobgpd did not: keep its paths until cand confirms or drops them."""
-        for n in self.bgp.neighbors:
-            self.peers[n.address] = _PeerView(AdjRibIn(n.address))
+        """cand restarted, gobgpd did not: keep its paths until cand confirms or drops them.
+        Its sessions are kept; neighbours the config no longer names are deleted and new ones
+        added (a changed neighbour is applied by `cand reload`, which resets only if needed)."""
+        running = set()
+        async for r in self.stub.ListPeer(pb.ListPeerRequest()):
+            running.add(r.peer.conf.neighbor_address)
+        wanted = {n.address: n for n in self.bgp.neighbors}
+        for addr in sorted(running - set(wanted)):
+            await self.stub.DeletePeer(pb.DeletePeerRequest(address=addr))
+            log.info("event=gobgp_peer_deleted peer=%s (not in the config)", addr)
+        for addr, n in wanted.items():
+            if addr in running:
+                self.peers[addr] = _PeerView(AdjRibIn(addr))
+            else:
+                await self._add_peer(n)
         for route, p in await self._local_paths():
             self.adopted[route.key] = p
         log.info("event=gobgp_adopted paths=%d", len(self.adopted))
@@ -667,10 +724,12 @@ class GobgpSpeaker:
 
     def _decode(self, p: Any, nlri: bytes) -> InstanceRoute:
         afi = bgp_update.AFI_IP6 if p.family.afi == pb.Family.AFI_IP6 else bgp_update.AFI_IP
-        return self._decode_bytes(nlri, tuple(p.pattrs_binary), afi)
+        return self._decode_bytes(nlri, tuple(p.pattrs_binary), afi, self.edge_capability)
 
-    def _decode_raw(self, nlri: bytes, attrs: tuple[bytes, ...], afi: int) -> InstanceRoute:
-        return bgp_update.decode_path(nlri, attrs, afi, self.asn)
+    def _decode_raw(
+        self, nlri: bytes, attrs: tuple[bytes, ...], afi: int, edge_capability: int
+    ) -> InstanceRoute:
+        return bgp_update.decode_path(nlri, attrs, afi, self.asn, edge_capability)
 
     # --- views -----------------------------------------------------------------------------
 
@@ -682,6 +741,7 @@ class GobgpSpeaker:
             "gobgpd_pid": self.child.pid if self.child is not None else None,
             "peers_established": sum(v.established for v in self.peers.values()),
             "peers": len(self.peers),
+            "neighbors": {a: v.established for a, v in sorted(self.peers.items())},
             "rib_out": len(self.out),
             **self.counters,
             "rejected": dict(self.rejected),
