@@ -272,6 +272,7 @@ def with_cand(
         "recomputes": recomputes,
         "recomputes_per_s": recomputes / max(t_rib - t_up, 1e-9),
         "batches": st["daemon"].get("batches"),
+        "paths_read": st["speaker"].get("paths_read"),  # ListPath's paths, re-reads included
         "rss_mb": proc_kb(pid, "VmRSS"),
         "rss_peak_mb": max(peak, proc_kb(pid, "VmHWM")),
         "dataplane": {
@@ -364,7 +365,7 @@ def main() -> None:
             if sp == "exabgp" and n > a.exabgp_max:
                 continue
             last = a.profile and n == sizes[-1] and sp == "gobgp"
-            prof = RESULTS / "route_scale_ingress.svg" if last else None
+            prof = RESULTS / f"{a.out}_ingress.svg" if last else None
             rows.append(one(sp, n, a.instances, prof, a.kernel_timeout))
             r = rows[-1]
             save(a.out, {"command": "(partial)", "rows": rows})  # a later crash keeps these

@@ -22,18 +22,35 @@ class Owner(Protocol):
     def adapter_failed(self, lane: str, error: BaseException, bug: bool) -> None: ...
 
 
+MAX_REST = 1.0
+"""Longest pause a lane takes between two calls to keep to its duty (seconds)."""
+
+
 class Lane:
     def __init__(
-        self, name: str, apply: Callable[[list[Effect]], Awaitable[None]], owner: Owner
+        self,
+        name: str,
+        apply: Callable[[list[Effect]], Awaitable[None]],
+        owner: Owner,
+        duty: float = 1.0,
     ) -> None:
+        """`duty`: the share of the time this lane's calls may take while work keeps coming.
+        After a call that took t seconds the next starts t * (1 - duty) / duty later (at
+        most MAX_REST): what arrives meanwhile coalesces into that next call. A call whose
+        cost grows with the whole table (the data plane's) then cannot crowd out, in the one
+        event loop, the learning that feeds it; a call of a millisecond waits a millisecond."""
+        if not 0 < duty <= 1:
+            raise ValueError(f"lane {name}: duty must be in (0, 1], got {duty}")
         self.name = name
         self._apply = apply
         self._owner = owner
+        self._duty = duty
+        self._rest_until = 0.0
         self._pending: list[Effect] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.counters = {"batches": 0, "effects": 0, "failed": 0, "max_backlog": 0}
+        self.counters = {"batches": 0, "effects": 0, "failed": 0, "max_backlog": 0, "rests": 0}
         # when the last batch was handed to the adapter and when the adapter was done with it
         # (time.monotonic(), the clock of the rib's timestamps): `cand status` shows how long
         # an adapter takes, and a benchmark can split a change's path into its legs
@@ -51,9 +68,15 @@ class Lane:
         await self._idle.wait()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            rest = self._rest_until - loop.time()
+            if rest > 0:
+                self.counters["rests"] += 1
+                await asyncio.sleep(rest)  # what is put meanwhile joins this batch
             self._wake.clear()
+            start = loop.time()
             batch, self._pending = coalesce(self._pending), []
             self.counters["batches"] += 1
             self.counters["effects"] += len(batch)
@@ -72,6 +95,8 @@ class Lane:
                 if os.environ.get("CAND_STRICT") == "1":
                     raise
             finally:
+                took = loop.time() - start
+                self._rest_until = loop.time() + min(MAX_REST, took * (1 - self._duty) / self._duty)
                 self.last_done = time.monotonic()
             if not self._pending:
                 self._idle.set()

@@ -62,7 +62,7 @@ async def route_get_many(dsts: Sequence[str]) -> dict[str, dict[str, Any] | None
     out: dict[str, dict[str, Any] | None] = dict.fromkeys(dsts)
     if not dsts:
         return out
-    wanted = {ipaddress.ip_address(d): d for d in dsts}
+    wanted: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None = None
     text = await run(
         "ip", "-json", "-6", "-force", "-batch", "-",
         stdin="".join(f"route get {d}\n" for d in dsts), partial=True,
@@ -71,8 +71,14 @@ async def route_get_many(dsts: Sequence[str]) -> dict[str, dict[str, Any] | None
         if not line.strip():
             continue
         for r in json.loads(line):
+            dst = str(r.get("dst", "")).split("/")[0]
+            if dst in out:  # spelled as asked (nearly always): no address to parse
+                out[dst] = r
+                continue
             with contextlib.suppress(ValueError, TypeError):
-                d = wanted.get(ipaddress.ip_address(str(r.get("dst", "")).split("/")[0]))
+                if wanted is None:  # spelled its own way: compare as addresses
+                    wanted = {ipaddress.ip_address(d): d for d in dsts}
+                d = wanted.get(ipaddress.ip_address(dst))
                 if d is not None:
                     out[d] = r
     return out

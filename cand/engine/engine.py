@@ -183,7 +183,9 @@ class Engine:
     def next_deadline(self) -> float | None:
         """When the engine next wants a Tick, were nothing else to happen."""
         times = [e.expires_at for e in self.rib.local.values() if e.expires_at is not None]
-        times += [e.stale_until for e in self.rib.remote.values() if e.stale_until is not None]
+        stale = self.rib.next_stale()
+        if stale is not None:
+            times.append(stale)
         times += [due for due, _ in self.held.values()]
         if self.adopted:
             times.append(min(self.adopted.values()))

@@ -75,6 +75,8 @@ class Rib:
         # one SRv6 SID per egress that has paths: the address the network cost is taken to
         self._egress_sid: dict[RouterId, ipaddress.IPv6Address | None] = {}
         self._local_per_service: Counter[ServiceId] = Counter()
+        # False: no remote entry is stale (the usual case), so next_stale need not walk them all
+        self._maybe_stale = False
 
     # --- local instances -------------------------------------------------------------------
 
@@ -145,7 +147,21 @@ class Rib:
             if rk[0] == peer:
                 self.remote[rk] = replace(entry, stale_until=until)
                 touched.add(rk[1].service)
+                self._maybe_stale = True
         return touched
+
+    def next_stale(self) -> float | None:
+        """The earliest end of a stale path's grace, if any path is stale. The engine asks
+        after every batch: with nothing stale (nearly always) this is O(1), not a walk of
+        every remote path (120,000 at 10k x 12)."""
+        if not self._maybe_stale:
+            return None
+        due = min(
+            (e.stale_until for e in self.remote.values() if e.stale_until is not None), default=None
+        )
+        if due is None:
+            self._maybe_stale = False
+        return due
 
     def drop_peer(self, peer: str, only_stale: bool) -> set[ServiceId]:
         touched: set[ServiceId] = set()

@@ -21,13 +21,16 @@ PathId = Hashable
 Instance = tuple[InstanceKey, RouterId]
 Change = RouteLearned | RouteWithdrawn
 K = TypeVar("K")
+_NONE: object = object()
 
 
 class AdjRibIn:
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self._paths: dict[PathId, InstanceRoute] = {}
-        self._of: dict[Instance, set[PathId]] = {}  # which path ids carry an instance
+        # which path ids carry an instance: the one path id itself, as nearly always, or a
+        # set of them (ADD-PATH alternatives); a set per instance would be 200 B per path
+        self._of: dict[Instance, PathId | set[PathId]] = {}
         self._told: dict[Instance, InstanceRoute] = {}  # the route the engine holds for it
         self._by_service: dict[ServiceId, set[PathId]] = {}
 
@@ -44,8 +47,10 @@ class AdjRibIn:
         if old == route and not always:
             return []
         moved = self._remove(path) if old is not None else None
-        self._add(path, route)
         inst = _instance(route)
+        if inst == path:
+            inst = path  # GoBGP's path ids are (instance, egress): hold one tuple, not two
+        self._add(path, route, inst)
         self._told[inst] = route
         out: list[Change] = [RouteLearned(self.peer, route)]
         if moved is not None and moved != inst:
@@ -76,17 +81,35 @@ class AdjRibIn:
         """Forget the peer entirely (it was deconfigured): withdraw all it gave."""
         return self._settle([self._remove(p) for p in list(self._paths)])
 
-    def _add(self, path: PathId, route: InstanceRoute) -> None:
+    def _add(self, path: PathId, route: InstanceRoute, inst: Instance) -> None:
         self._paths[path] = route
-        self._of.setdefault(_instance(route), set()).add(path)
+        held = self._of.get(inst, _NONE)
+        if held is _NONE:
+            self._of[inst] = path
+        elif isinstance(held, set):
+            held.add(path)
+        elif held != path:
+            self._of[inst] = {held, path}
         self._by_service.setdefault(route.service, set()).add(path)
 
     def _remove(self, path: PathId) -> Instance:
         route = self._paths.pop(path)
         inst = _instance(route)
         _discard(self._by_service, route.service, path)
-        _discard(self._of, inst, path)
+        held = self._of.get(inst, _NONE)
+        if isinstance(held, set):
+            held.discard(path)
+            if len(held) == 1:
+                self._of[inst] = next(iter(held))
+        elif held is not _NONE and held == path:
+            del self._of[inst]
         return inst
+
+    def _carriers(self, inst: Instance) -> list[PathId]:
+        held = self._of.get(inst, _NONE)
+        if held is _NONE:
+            return []
+        return sorted(held, key=repr) if isinstance(held, set) else [held]
 
     def _settle(self, instances: Iterable[Instance]) -> list[Change]:
         """After paths went: withdraw instances no path carries any more; where another
@@ -94,13 +117,13 @@ class AdjRibIn:
         out: list[Change] = []
         for inst in dict.fromkeys(instances):
             told = self._told.get(inst)
-            paths = self._of.get(inst)
+            paths = self._carriers(inst)
             if not paths:
                 if told is not None:
                     del self._told[inst]
                     out.append(RouteWithdrawn(self.peer, inst[0], inst[1]))
                 continue
-            carried = [self._paths[p] for p in sorted(paths, key=repr)]
+            carried = [self._paths[p] for p in paths]
             if told not in carried:
                 self._told[inst] = carried[0]
                 out.append(RouteLearned(self.peer, carried[0]))

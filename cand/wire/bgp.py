@@ -24,6 +24,7 @@ ExaBGP speaker (generic attributes) and the wire-capture tests.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Iterable, Mapping
@@ -234,9 +235,13 @@ def _words(codes: tuple[int, ...], value: int) -> list[tuple[int, int]]:
 
 
 def _unwords(codes: tuple[int, ...], got: Mapping[int, int]) -> int | None:
-    if not all(c in got for c in codes):
-        return None
-    return sum(got[c] << (32 * (len(codes) - 1 - i)) for i, c in enumerate(codes))
+    value = 0
+    for c in codes:  # most significant first
+        word = got.get(c)
+        if word is None:
+            return None
+        value = (value << 32) | word
+    return value
 
 
 def large_communities(asn: int, values: Iterable[tuple[int, int]]) -> bytes:
@@ -431,15 +436,25 @@ def decode_binding(attrs: Mapping[int, Attribute]) -> BindingId:
 def decode_metrics(
     value: bytes, asn: int
 ) -> tuple[Metrics, InstanceState, int, ipaddress.IPv6Address | None]:
+    return _metrics_from(_metric_words(value, asn), asn)
+
+
+def _metric_words(value: bytes, asn: int) -> dict[int, int]:
+    """The large communities of the origin AS with a Dyncast code, by code."""
     if len(value) % 12:
         raise CodecError("large communities: length not a multiple of 12")
     got: dict[int, int] = {}
-    for i in range(0, len(value), 12):
-        ga, code, v = struct.unpack_from("!III", value, i)
+    for ga, code, v in struct.iter_unpack("!III", value):
         if ga == asn and code in CODES:
             if code in got:
                 raise CodecError(f"metric code {code} appears twice")
             got[code] = v
+    return got
+
+
+def _metrics_from(
+    got: Mapping[int, int], asn: int
+) -> tuple[Metrics, InstanceState, int, ipaddress.IPv6Address | None]:
     for need in (CODE_CAPACITY, CODE_STATE, CODE_SEQ_HIGH, CODE_SEQ_LOW):
         if need not in got:
             raise CodecError(f"metric code {need} missing (origin AS {asn})")
@@ -455,17 +470,35 @@ def decode_metrics(
     if CODE_DELAY_US in got:
         kw["delay"] = got[CODE_DELAY_US] / 1000
     try:
-        metrics = Metrics(**kw)  # type: ignore[arg-type]
-        metrics = _with_scores(metrics, got)
+        scores = tuple((c, got[c]) for c in _SCORE_CODES if c in got)
+        metrics = _metrics(tuple(kw.items()), scores)
     except ModelError as e:
         raise CodecError(str(e)) from None
-    states = {v: k for k, v in _STATES.items()}
-    if got[CODE_STATE] not in states:
+    if got[CODE_STATE] not in _STATE_OF:
         raise CodecError(f"state code {got[CODE_STATE]}")
     sid_int = _unwords(CODE_SID, got)
     sid = ipaddress.IPv6Address(sid_int) if sid_int is not None else None
     seq = (got[CODE_SEQ_HIGH] << 32) | got[CODE_SEQ_LOW]
-    return metrics, states[got[CODE_STATE]], seq, sid
+    return metrics, _STATE_OF[got[CODE_STATE]], seq, sid
+
+
+MEMO_SIZE = 16384
+"""Entries of each decoding memo below: values many paths share (the same figures, the same
+D-SID, the same next hop), so that each is built and validated once and held once in memory.
+Values unique to one path (its D-BID, its SID) are not memoized: they would only take room."""
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _metrics(kw: tuple[tuple[str, object], ...], scores: tuple[tuple[int, int], ...]) -> Metrics:
+    """Metrics are immutable values: paths reporting the same figures and scores share one
+    object. A ModelError or CodecError is raised, not remembered."""
+    return _with_scores(Metrics(**dict(kw)), dict(scores))  # type: ignore[arg-type]
+
+
+_SCORE_CODES = (CODE_L2_SCORE, *CODE_L1_SCORES)
+
+
+_STATE_OF = {v: k for k, v in _STATES.items()}
 
 
 def _with_scores(metrics: Metrics, got: Mapping[int, int]) -> Metrics:
@@ -491,11 +524,16 @@ def binding_from_communities(value: bytes, asn: int) -> BindingId | None:
         )
         if ga == asn
     }
+    raw = _binding_words(got)
+    return _binding(ipaddress.ip_address(raw)) if raw is not None else None
+
+
+def _binding_words(got: Mapping[int, int]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     v6 = _unwords(CODE_BID6, got)
     if v6 is not None:
-        return _binding(ipaddress.IPv6Address(v6))
+        return ipaddress.IPv6Address(v6)
     if CODE_BID4 in got:
-        return _binding(ipaddress.IPv4Address(got[CODE_BID4]))
+        return ipaddress.IPv4Address(got[CODE_BID4])
     return None
 
 
@@ -537,14 +575,16 @@ def decode_route(
     if LARGE_COMMUNITY not in attrs:
         raise CodecError("no large communities")
     asn = origin_asn(attrs, local_asn)
-    metrics, state, seq, lc_sid = decode_metrics(attrs[LARGE_COMMUNITY].value, asn)
-    lc_binding = binding_from_communities(attrs[LARGE_COMMUNITY].value, asn)
+    words = _metric_words(attrs[LARGE_COMMUNITY].value, asn)  # read once, for both uses
+    metrics, state, seq, lc_sid = _metrics_from(words, asn)
+    lc_binding = _binding_words(words)
     if EXTENDED_COMMUNITIES in attrs or IPV6_EXTENDED_COMMUNITIES in attrs or lc_binding is None:
         binding = decode_binding(attrs)
-        if lc_binding is not None and lc_binding != binding:
+        if lc_binding is not None and lc_binding != binding.address:
+            _binding(lc_binding)  # an invalid copy is refused as such
             raise CodecError(f"D-BID community {binding} and D-BID words {lc_binding} disagree")
     else:
-        binding = lc_binding
+        binding = _binding(lc_binding)
     if PREFIX_SID in attrs:
         sid, behavior, _ = decode_prefix_sid(attrs[PREFIX_SID].value)
         want = END_DX6 if binding.version == 6 else END_DX4

@@ -13,6 +13,7 @@ are not cand's: they are counted in `Update.foreign` and otherwise left alone.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from cand.wire.bgp import (
     EDGE_METADATA_FLAGS,
     EXTENDED,
     LOCAL_PREF,
+    MEMO_SIZE,
     MP_REACH_NLRI,
     MP_UNREACH_NLRI,
     NEXT_HOP,
@@ -37,6 +39,7 @@ from cand.wire.bgp import (
     CodecError,
     decode_route,
 )
+from cand.wire.bgp import _metrics as bgp_metrics_memo
 
 AFI_IP, AFI_IP6, SAFI_UNICAST = 1, 2, 1
 MARKER = b"\xff" * 16
@@ -160,12 +163,18 @@ def decode_mp_reach(value: bytes) -> tuple[int, RouterId, bytes]:
         raise CodecError(f"MP_REACH_NLRI: next hop of {nhlen} bytes runs past the end", "mp_reach")
     nh = value[4 : 4 + nhlen]
     if nhlen in (16, 32):
-        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(nh[:16])
+        egress = _router(nh[:16])
     elif nhlen == 4 and afi == AFI_IP:
-        addr = ipaddress.IPv4Address(nh)
+        egress = _router(nh)
     else:
         raise CodecError(f"MP_REACH_NLRI: a next hop of {nhlen} bytes for AFI {afi}", "next_hop")
-    return afi, _egress(addr), value[5 + nhlen :]
+    return afi, egress, value[5 + nhlen :]
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _router(packed: bytes) -> RouterId:
+    """A next hop (4 or 16 bytes) as a RouterId: one object for every path from an egress."""
+    return _egress(ipaddress.ip_address(packed))
 
 
 def decode_mp_unreach(value: bytes) -> tuple[int, bytes]:
@@ -217,7 +226,7 @@ def decode_update(msg: bytes, addpath: bool = True) -> Update:
     if nlri4:
         if NEXT_HOP not in attrs:
             return Update([], withdrawn + nlri4, attrs, "next_hop", foreign)
-        nh = _egress(ipaddress.IPv4Address(attrs[NEXT_HOP].value))
+        nh = _router(attrs[NEXT_HOP].value)
         announced += [(pid, svc, nh) for pid, svc in nlri4]
     if mp is not None:
         afi, nh, blob = mp
@@ -235,21 +244,62 @@ def decode_path(
     edge_capability: int = DEFAULT_CAPABILITY,
 ) -> InstanceRoute:
     """One received path as a speaker's API hands it over (NLRI without path id, each
-    attribute as wire bytes) into an InstanceRoute."""
+    attribute as wire bytes) into an InstanceRoute. What paths share (the D-SID of the NLRI,
+    the next hop, ORIGIN, AS_PATH, LOCAL_PREF) is decoded once per distinct value (memoized
+    on its bytes); the result is the same as decoding every path from scratch."""
     attrs: dict[int, Attribute] = {}
     for raw in attributes:
-        for t, a in parse_attributes(raw).items():
+        items = _shared_attribute(raw) if raw[1:2] in _SHARED else _attribute(raw)
+        for t, a in items:
             if t in attrs:
                 raise CodecError(f"attribute {t} appears twice", "attribute")
             attrs[t] = a
-    found, foreign = decode_nlri(nlri, False, afi)
-    if foreign or len(found) != 1:
-        raise CodecError("the prefix is not a D-SID host route", "not_dsid")
-    service = found[0][1]
+    service = _path_service(nlri, afi)
     if MP_REACH_NLRI in attrs:
-        _, egress, _ = decode_mp_reach(attrs[MP_REACH_NLRI].value)
+        _, egress, _ = _mp_reach(attrs[MP_REACH_NLRI].value)
     elif NEXT_HOP in attrs:
-        egress = _egress(ipaddress.IPv4Address(attrs[NEXT_HOP].value))
+        egress = _router(attrs[NEXT_HOP].value)
     else:
         raise CodecError("no next hop", "next_hop")
     return decode_route(service, egress, attrs, local_asn, edge_capability)
+
+
+# attributes every path of a peer, or of one D-SID, carries alike (GoBGP hands over one per
+# element of pattrs_binary; its first byte is the flags, the second the type)
+_SHARED = frozenset(bytes([t]) for t in (ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF, MP_REACH_NLRI))
+
+
+def _attribute(raw: bytes) -> tuple[tuple[int, Attribute], ...]:
+    return tuple(parse_attributes(raw).items())
+
+
+_shared_attribute = functools.lru_cache(maxsize=MEMO_SIZE)(_attribute)
+"""The same, memoized; a CodecError is raised each time, never remembered."""
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _path_service(nlri: bytes, afi: int) -> ServiceId:
+    """The D-SID of a path's NLRI; one ServiceId object for all the paths of a D-SID."""
+    found, foreign = decode_nlri(nlri, False, afi)
+    if foreign or len(found) != 1:
+        raise CodecError("the prefix is not a D-SID host route", "not_dsid")
+    return found[0][1]
+
+
+_mp_reach = functools.lru_cache(maxsize=MEMO_SIZE)(decode_mp_reach)
+"""decode_mp_reach memoized: a D-SID's paths from one egress share one MP_REACH value, and
+every path from an egress one RouterId object."""
+
+
+_MEMOS = (_shared_attribute, _path_service, _mp_reach, _router, bgp_metrics_memo)
+
+
+def memo_info() -> list[functools._CacheInfo]:
+    """Hits, misses and sizes of the decoding memos (for tests and benchmarks)."""
+    return [m.cache_info() for m in _MEMOS]
+
+
+def clear_memos() -> None:
+    """Empty every decoding memo (tests: decoding from scratch)."""
+    for m in _MEMOS:
+        m.cache_clear()

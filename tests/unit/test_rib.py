@@ -45,3 +45,22 @@ def test_expiry_and_json_dump() -> None:
     assert {r["binding"] for r in dump["local"]} == {str(key(1).binding), str(key(2).binding)}
     assert dump["remote"][0]["peer"] == "a"
     assert rib.services() == {SVC}
+
+
+def test_next_stale_is_the_earliest_grace_end_and_none_once_nothing_is_stale() -> None:
+    rib = Rib(R1)
+    assert rib.next_stale() is None
+    rib.learn("a", route(1), 0.0)
+    rib.learn("b", route(2), 0.0)
+    assert rib.next_stale() is None
+    rib.mark_stale("a", 30.0)
+    rib.mark_stale("b", 20.0)
+    assert rib.next_stale() == 20.0
+    rib.learn("b", route(2), 1.0)  # heard again: no longer stale
+    assert rib.next_stale() == 30.0
+    rib.drop_peer("a", only_stale=True)
+    assert rib.next_stale() is None
+    rib.mark_stale("b", 40.0)
+    assert rib.next_stale() == 40.0
+    assert rib.expire_stale(41.0) == {SVC}
+    assert rib.next_stale() is None
