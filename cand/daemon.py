@@ -9,7 +9,6 @@ effects coalesced: a burst of 120k route events programs each service once, not 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,6 +88,7 @@ class Daemon:
         self.stop_mode: StopMode | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._reload_lock = asyncio.Lock()  # one reload at a time (SIGHUP and the API)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watched: dict[str, dict[RouterId, Any]] = {}
 
@@ -110,14 +110,23 @@ class Daemon:
         while True:
             await self._reload.wait()
             self._reload.clear()
-            with contextlib.suppress(ReloadRefused):  # logged and counted; the old one stays
+            try:
                 await self.reload()
+            except ReloadRefused:  # logged and counted; the old one stays
+                pass
+            except Exception as e:  # a bug, not the file: the daemon goes on with the old one
+                self.counters["reloads_refused"] += 1
+                log.exception("event=reload_failed error=%r", str(e))
 
     async def reload(self) -> dict[str, Any]:
         """`cand reload`, SIGHUP: read the config file again and apply what changed in place.
 
         A file that does not validate (or asks the engine for what only a restart can change)
         is refused with the reason and the running configuration stays in force."""
+        async with self._reload_lock:
+            return await self._reload_now()
+
+    async def _reload_now(self) -> dict[str, Any]:
         from cand import wiring  # wiring builds Adapters from here: imported late
 
         if self.config_path is None:
@@ -130,7 +139,8 @@ class Daemon:
             log.warning("event=reload_refused why=%r", str(e))
             raise ReloadRefused(str(e)) from None
         speaker = self.adapters.speaker
-        live = speaker is not None and speaker.live_neighbors()
+        # a speaker plugin written before `set_neighbors` existed keeps them until a restart
+        live = speaker is not None and bool(getattr(speaker, "live_neighbors", lambda: False)())
         plan = plan_reload(self.config, new, live_neighbors=live)
         problems = self.engine.reload_problems(plan.engine)
         if problems:

@@ -75,7 +75,8 @@ def test_neighbours_added_removed_and_kept_by_reload(topo: Topology, tmp_path: P
         assert after["gobgpd_pid"] == pid  # the same gobgpd: nothing restarted
         i3_now = (await request(socks["i3"], "status"))["speaker"]
         assert await peers(socks["i3"]) == {"fc00:d::3": True}
-        assert i3_now["learned"] == i3_ups["learned"]  # the kept session was not reset
+        assert i3_now["session_ups"] == i3_ups["session_ups"] == {"fc00:d::3": 1}  # not reset
+        assert after["session_ups"]["fc00:d::1"] == before["session_ups"]["fc00:d::1"] == 1
         assert await bindings("i3") == [BINDING]
         await asyncio.to_thread(agent.say, "exit")
 

@@ -115,6 +115,7 @@ class _PeerView:
 
     rib: AdjRibIn
     established: bool = False
+    ups: int = 0  # sessions established (a reset shows as one more)
     # paths refused on an earlier read (by their bytes): each is counted and logged once
     refused: set[tuple[bytes, int, tuple[bytes, ...]]] = field(default_factory=set)
 
@@ -157,6 +158,7 @@ class GobgpSpeaker:
         self._ready = asyncio.Event()
         self._stopping = False
         self._emit: Emit | None = None
+        self._peers_lock = asyncio.Lock()  # neighbour changes vs. reads of a peer's table
         # advertise, withdraw and the RIB-out check, one at a time: a check must never send
         # a route that a later advertise has already replaced
         self._out_lock = asyncio.Lock()
@@ -311,48 +313,86 @@ class GobgpSpeaker:
         """Gone: DeletePeer (gobgpd sends a NOTIFICATION) and the routes learned from it are
         withdrawn at once (no graceful restart: the operator removed it). New: AddPeer, and
         gobgpd sends it every path cand announces. Changed: UpdatePeer, which resets the
-        session only when the change needs it (gobgpd decides). The rest is left alone."""
+        session only when the change needs it (gobgpd decides). The rest is left alone.
+        Each step is idempotent and recorded as it succeeds, so a reload that failed half-way
+        is finished by the next one; reads of a peer's table wait (`_peers_lock`), so no path
+        of a deleted peer is emitted after its withdrawal."""
         try:
             await asyncio.wait_for(self._ready.wait(), 10.0)
         except TimeoutError:
             raise RuntimeError("gobgpd is not configured yet (starting?): try again") from None
-        old = {n.address: n for n in self.bgp.neighbors}
+        have = {n.address: n for n in self.bgp.neighbors}
         new = {n.address: n for n in neighbors}
-        for addr in sorted(set(old) - set(new)):
-            with contextlib.suppress(grpc.aio.AioRpcError):  # already gone is gone
-                await self.stub.DeletePeer(pb.DeletePeerRequest(address=addr))
-            view = self.peers.pop(addr, None)
-            self._dirty.pop(addr, None)
-            self._resync.discard(addr)
-            log.info("event=gobgp_peer_deleted peer=%s", addr)
-            if view is not None and self._emit is not None:
-                await self._emit(PeerDown(addr, 0.0))
-        for addr in sorted(set(new) & set(old)):
-            if new[addr] != old[addr]:
+
+        def record() -> None:
+            self.bgp = self.bgp.model_copy(update={"neighbors": tuple(have.values())})
+
+        async with self._peers_lock:
+            for addr in sorted(set(have) - set(new)):
+                try:
+                    await self.stub.DeletePeer(pb.DeletePeerRequest(address=addr))
+                except grpc.aio.AioRpcError as e:
+                    if (
+                        e.code() is not grpc.StatusCode.NOT_FOUND
+                        and "not found" not in str(e.details()).lower()
+                    ):
+                        raise
+                view = self.peers.pop(addr, None)
+                self._dirty.pop(addr, None)
+                self._resync.discard(addr)
+                del have[addr]
+                record()
+                log.info("event=gobgp_peer_deleted peer=%s", addr)
+                if view is not None and self._emit is not None:
+                    await self._emit(PeerDown(addr, 0.0))
+            for addr in sorted(new):
+                if addr in have and new[addr] == have[addr]:
+                    continue
+                await self._put_peer(new[addr], update=addr in have)
+                have[addr] = new[addr]
+                record()
+
+    async def _put_peer(self, n: NeighborConfig, update: bool) -> None:
+        """UpdatePeer or AddPeer, whichever gobgpd's state needs (it may already have what a
+        failed reload half applied)."""
+        if update:
+            try:
                 await self.stub.UpdatePeer(
-                    pb.UpdatePeerRequest(peer=self._peer(new[addr]), do_soft_reset_in=True)
+                    pb.UpdatePeerRequest(peer=self._peer(n), do_soft_reset_in=True)
                 )
-                log.info("event=gobgp_peer_updated peer=%s", addr)
-        for addr in sorted(set(new) - set(old)):
-            await self._add_peer(new[addr])
-        self.bgp = self.bgp.model_copy(update={"neighbors": tuple(neighbors)})
+                log.info("event=gobgp_peer_updated peer=%s", n.address)
+                self.peers.setdefault(n.address, _PeerView(AdjRibIn(n.address)))
+                return
+            except grpc.aio.AioRpcError as e:
+                if "not found" not in str(e.details()).lower():
+                    raise
+        try:
+            await self._add_peer(n)
+        except grpc.aio.AioRpcError as e:
+            if "already exists" not in str(e.details()).lower():
+                raise
+            await self._put_peer(n, update=True)
 
     async def _adopt(self) -> None:
         """cand restarted, gobgpd did not: keep its paths until cand confirms or drops them.
-        Its sessions are kept; neighbours the config no longer names are deleted and new ones
-        added (a changed neighbour is applied by `cand reload`, which resets only if needed)."""
-        running = set()
+        Its sessions are kept; neighbours the config no longer names are deleted, new ones
+        added, and one whose settings differ from the file's is updated (gobgpd resets that
+        session only if the change needs it)."""
+        running: dict[str, Any] = {}
         async for r in self.stub.ListPeer(pb.ListPeerRequest()):
-            running.add(r.peer.conf.neighbor_address)
+            running[r.peer.conf.neighbor_address] = r.peer
         wanted = {n.address: n for n in self.bgp.neighbors}
-        for addr in sorted(running - set(wanted)):
-            await self.stub.DeletePeer(pb.DeletePeerRequest(address=addr))
+        for addr in sorted(set(running) - set(wanted)):
+            with contextlib.suppress(grpc.aio.AioRpcError):  # gone meanwhile
+                await self.stub.DeletePeer(pb.DeletePeerRequest(address=addr))
             log.info("event=gobgp_peer_deleted peer=%s (not in the config)", addr)
         for addr, n in wanted.items():
-            if addr in running:
-                self.peers[addr] = _PeerView(AdjRibIn(addr))
-            else:
+            if addr not in running:
                 await self._add_peer(n)
+                continue
+            self.peers[addr] = _PeerView(AdjRibIn(addr))
+            if _settings(running[addr]) != _settings(self._peer(n)):
+                await self._put_peer(n, update=True)
         for route, p in await self._local_paths():
             self.adopted[route.key] = p
         log.info("event=gobgp_adopted paths=%d", len(self.adopted))
@@ -622,7 +662,7 @@ class GobgpSpeaker:
                 # gobgpd gone (it is being restarted): its sessions are down, the paths the
                 # peers gave us go stale (graceful restart) until the new one has them again
                 log.warning("event=gobgp_watch_lost code=%s", e.code())
-                for addr, view in self.peers.items():
+                for addr, view in list(self.peers.items()):
                     if view.established:
                         view.established = False
                         await emit(PeerDown(addr, float(self.bgp.graceful_restart)))
@@ -645,6 +685,7 @@ class GobgpSpeaker:
         up = ev.peer.state.session_state == ESTABLISHED
         if up and not view.established:
             view.established = True
+            view.ups += 1
             log.info("event=gobgp_peer_up peer=%s", addr)
             self._resync.add(addr)
             self._wake.set()
@@ -669,7 +710,14 @@ class GobgpSpeaker:
                     await self._read(peer, services, emit)
 
     async def _read(self, peer: str, services: set[ServiceId] | None, emit: Emit) -> None:
-        view = self.peers[peer]
+        async with self._peers_lock:
+            view = self.peers.get(peer)
+            if view is not None:  # not deleted meanwhile (`cand reload`)
+                await self._read_view(peer, view, services, emit)
+
+    async def _read_view(
+        self, peer: str, view: _PeerView, services: set[ServiceId] | None, emit: Emit
+    ) -> None:
         seen: dict[PathId, InstanceRoute] = {}  # keyed by (instance, egress)
         for version, (afi, safi) in FAMILIES.items():
             wanted = [s for s in services or () if s.version == version]
@@ -684,6 +732,10 @@ class GobgpSpeaker:
                 ],
                 # bytes only: gobgpd skips marshalling every attribute into an Any, and the
                 # stream is a third of the size (the codec reads the bytes, nothing else)
+                # (with the two older flags too: a gobgpd before 3.9 knows only those, and
+                # would otherwise send no bytes at all)
+                enable_nlri_binary=True,
+                enable_attribute_binary=True,
                 enable_only_binary=True,
             )
             try:
@@ -742,6 +794,7 @@ class GobgpSpeaker:
             "peers_established": sum(v.established for v in self.peers.values()),
             "peers": len(self.peers),
             "neighbors": {a: v.established for a, v in sorted(self.peers.items())},
+            "session_ups": {a: v.ups for a, v in sorted(self.peers.items())},
             "rib_out": len(self.out),
             **self.counters,
             "rejected": dict(self.rejected),
@@ -749,6 +802,20 @@ class GobgpSpeaker:
 
     def routes(self) -> dict[str, Any]:
         return {"advertised": [r.to_json() for r in self.out.routes().values()]}
+
+
+def _settings(peer: Any) -> tuple[Any, ...]:
+    """What of a neighbour cand configures, as gobgpd shows it (ListPeer) or as cand would
+    send it: a difference means gobgpd runs another config than the file's."""
+    return (
+        peer.conf.peer_asn,
+        peer.conf.auth_password,
+        peer.conf.description,
+        peer.timers.config.hold_time,
+        peer.timers.config.keepalive_interval,
+        peer.transport.passive_mode,
+        peer.route_reflector.route_reflector_client,
+    )
 
 
 def _prefix_service(p: Any) -> ServiceId | None:
