@@ -77,9 +77,10 @@ def entry(
             ipaddress.IPv6Address(INSTANCES[dbid]),
             w,
             InstanceState.UP,
-            0,
-            1.0,
-            False,
+            load_permille=0,
+            l2=10,
+            network_cost=1.0,
+            local=False,
         )
         for dbid, w in weights.items()
     )

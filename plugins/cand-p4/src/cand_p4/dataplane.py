@@ -300,6 +300,7 @@ class P4Dataplane:
         self.ids = st.Ids()
         self.have: st.Tables | None = None
         self.bound: dict[e.FlowKey, e.Target] = {}
+        self.binding_now: set[e.FlowKey] = set()  # binding writes in flight
         self.bound_at: dict[e.FlowKey, float] = {}  # wall clock, for the bindings this run made
         self.where: dict[e.Target, tuple[BindingId, RouterId]] = {}
         self.sw: P4Switch | None = None
@@ -348,18 +349,7 @@ class P4Dataplane:
                     log.warning("event=p4_ipv4_service_skipped service=%s", eff.entry.service)
                     continue
                 self.entries[eff.entry.service] = eff.entry
-                for c in eff.entry.choices:
-                    if c.local:
-                        self.where[e.ToLocal(str(c.binding.address), nat=False)] = (
-                            c.binding,
-                            c.egress,
-                        )
-                        self.where[e.ToLocal(str(c.binding.address), nat=True)] = (
-                            c.binding,
-                            c.egress,
-                        )
-                    elif c.sid is not None:
-                        self.where[e.ToSid(str(c.sid))] = (c.binding, c.egress)
+                self.where.update(_where(eff.entry))
             elif isinstance(eff, RemoveService):
                 self.entries.pop(eff.service, None)
             elif isinstance(eff, ProgramLocalInstance):
@@ -367,6 +357,12 @@ class P4Dataplane:
                     self.local[str(eff.sid)] = (eff.key.service, eff.key.binding)
             elif isinstance(eff, RemoveLocalInstance):
                 self.local.pop(str(eff.sid), None)
+        # what a target is, for `cand bindings`: only for the entries and the bound flows
+        # (instance churn over a long run would grow it otherwise)
+        keep = {t for entry in self.entries.values() for t in _where(entry)}
+        keep |= set(self.bound.values())
+        for t in [t for t in self.where if t not in keep]:
+            del self.where[t]
         sw = self.sw
         if sw is not None:
             async with self.lock:
@@ -553,14 +549,20 @@ class P4Dataplane:
         return 300.0
 
     async def _digests(self, sw: P4Switch) -> None:
+        """A digest means the switch had no binding for the flow when its packet passed: only
+        one whose binding is being written now is a duplicate. Any other is written, even if
+        `bound` has the flow (a read-back that raced an idle-timeout delete may have put it
+        back): the switch answers ALREADY_EXISTS if it is there, which is success."""
         async for flow in sw.new_flows():
             self.counters["digests"] += 1
-            if flow.key in self.bound:
-                continue  # a later packet of a flow whose binding is (being) written
+            if flow.key in self.binding_now:
+                continue  # a later packet of a flow whose binding is being written
             if self.have is not None and flow.key.dst not in self.have.services:
                 continue  # a digest from a service just removed
+            # where this packet went (the switch had no binding): so the flow stays there
             self.bound[flow.key] = flow.target
             entry = e.binding(flow.key, flow.target, idle_timeout_s=self._timeout_for(flow.key.dst))
+            self.binding_now.add(flow.key)
             try:
                 await sw.write([+entry])
             except SWITCH_ERRORS as exc:
@@ -569,6 +571,8 @@ class P4Dataplane:
                 self.bound.pop(flow.key, None)
                 self._failed("bind", exc)
                 continue
+            finally:
+                self.binding_now.discard(flow.key)
             self.bound_at[flow.key] = time.time()
             self.counters["bound"] += 1
             log.debug("event=p4_bound flow=%s target=%s", flow.key, flow.target)
@@ -629,3 +633,15 @@ class P4Dataplane:
     def _failed(self, what: str, exc: BaseException) -> None:
         self.counters["errors"] += 1
         log.error("event=p4_%s_failed error=%r", what, str(exc)[:500])
+
+
+def _where(entry: ServiceEntry) -> dict[e.Target, tuple[BindingId, RouterId]]:
+    """The switch targets of a service entry's instances, with the instance each one is."""
+    out: dict[e.Target, tuple[BindingId, RouterId]] = {}
+    for c in entry.choices:
+        if c.local:
+            for nat in (False, True):
+                out[e.ToLocal(str(c.binding.address), nat=nat)] = (c.binding, c.egress)
+        elif c.sid is not None:
+            out[e.ToSid(str(c.sid))] = (c.binding, c.egress)
+    return out
