@@ -118,3 +118,15 @@ def decode(data: bytes) -> Probe:
         if t2 == 0 or t3 < t2:
             raise ProbeError("timestamp", f"t2 {t2} t3 {t3}")
     return Probe(Kind(kind), session, seq, snd, t1, t2, t3, rsp)
+
+
+SRH_TYPE = 4
+
+
+def routing_header(sid: ipaddress.IPv6Address, final: ipaddress.IPv6Address) -> bytes:
+    """The SRH a probe socket carries (Linux `IPV6_RTHDR`, type 4): the packet goes to `sid`
+    first, the egress's SRv6 SID, then on to `final`, the responder's address at the same
+    egress. 40 bytes: next header (0: the kernel fills it in), header length 4 (in 8-octet
+    units after the first 8), routing type 4, segments left 1, last entry 1, flags 0, tag 0,
+    then the segment list in reverse order of visit: [0] `final`, [1] `sid`."""
+    return struct.pack("!BBBBBBH", 0, 4, SRH_TYPE, 1, 1, 0, 0) + final.packed + sid.packed

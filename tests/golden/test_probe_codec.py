@@ -106,3 +106,14 @@ def test_out_of_range_fields_are_not_encoded() -> None:
         Probe(Kind.PROBE, 1 << 32, 0, ING, T1)
     with pytest.raises(ProbeError):
         Probe(Kind.PROBE, 0, 0, ING, 1 << 64)
+
+
+def test_routing_header_golden_bytes() -> None:
+    from cand.wire.probe import routing_header
+
+    srh = routing_header(ipaddress.IPv6Address("fc00:0:2::10"), EGR)
+    assert srh == bytes.fromhex(
+        "00" "04" "04" "01" "01" "00" "0000"
+        "fc0000ff000000000000000000000002"
+        "fc000000000200000000000000000010"
+    )  # fmt: skip

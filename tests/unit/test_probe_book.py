@@ -3,6 +3,7 @@ percentiles, jitter, loss, the cost it makes and when an egress becomes unusable
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -54,7 +55,7 @@ def test_rate_per_egress_with_jitter() -> None:
         sends += [t for _ in book.due_sends(t)]
         book.expire(t)
         book.reports(t)
-    gaps = [b - a for a, b in zip(sends, sends[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
     assert 990 <= len(sends) <= 1010  # 10 a second
     assert min(gaps) >= 0.08 - 1e-9 and max(gaps) <= 0.12 + 1e-9  # +-20 %
     assert max(gaps) - min(gaps) > 0.03  # and the jitter is there
@@ -94,7 +95,7 @@ def test_rtt_percentiles_jitter_and_cost() -> None:
     assert reports and all(v == pytest.approx(12.0) for _, _, v in reports)
     # at most one report per 0.5 s
     times = [t for t, _, _ in reports]
-    assert all(b - a >= 0.5 - 1e-9 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.5 - 1e-9 for a, b in itertools.pairwise(times))
     st = book.stats(R2, 10.0)
     assert st is not None
     assert st["p50"] == st["p99"] == 12.0 and st["jitter"] == 0.0 and st["loss"] == 0.0
@@ -193,5 +194,5 @@ def test_token_bucket() -> None:
     assert b.ready_at(0.0) == pytest.approx(0.1)
     assert b.take(0.1) and not b.take(0.1)
     assert b.take(10.0) and b.take(10.0) and not b.take(10.0)  # burst caps what is saved
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="rate > 0"):
         TokenBucket(0, 1)
