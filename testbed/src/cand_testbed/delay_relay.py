@@ -4,7 +4,8 @@ This kernel has no netem, so the probe tests put this in a path instead: every E
 frame that arrives on interface A is sent out of interface B `a_to_b` ms later, and the other
 way round after `b_to_a` ms (AF_PACKET sockets; frames unchanged, with their checksum
 offload state, so IPv6, neighbour discovery and SRH packets pass as on a wire). The relay's
-namespace gives its two interfaces no addresses and IPv6 off, so its kernel neither answers nor forwards anything itself.
+namespace gives its two interfaces no addresses and IPv6 off, so its kernel neither answers
+nor forwards anything itself.
 
 A unix datagram socket (`--control`) takes one command per datagram:
     delay A_TO_B_MS B_TO_A_MS     change the delays (frames already held keep theirs)
