@@ -22,6 +22,7 @@ becomes unusable or usable again. Smoothing and hysteresis are the engine's
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import deque
@@ -214,7 +215,7 @@ class ProbeBook:
         n = len(e.results)
         loss = (n - len(rtts)) / n if n else 0.0
         jitter = (
-            sum(abs(b - a) for a, b in zip(rtts, rtts[1:], strict=False)) / (len(rtts) - 1)
+            sum(abs(b - a) for a, b in itertools.pairwise(rtts)) / (len(rtts) - 1)
             if len(rtts) > 1
             else None
         )
