@@ -171,6 +171,8 @@ min_interval = 0.2
                 m = (c.get(e) or {}).get("measured") or {}
                 if m.get("p50") is None or abs(m["p50"] - ms) > 3 or m.get("loss") != 0.0:
                     return False
+                if m.get("results", 0) < 20:  # most of a window (40 at 20/s), not a first probe
+                    return False
             return True
 
         return await until(f"p50 near {want}", costs, ok)
