@@ -18,6 +18,7 @@ from cand.engine.cost import SmoothingParams
 from cand.engine.damping import DampingParams
 from cand.engine.engine import EngineConfig
 from cand.engine.policy import PolicyParams
+from cand.engine.probe import ProbeParams
 from cand.engine.rib import RibLimits
 from cand.engine.service_table import DefaultAction, InstanceMode, ServiceSpec
 from cand.model import FlowKeyKind, ModelError, RouterId, ServiceId
@@ -226,7 +227,7 @@ class DampingConfig(_Model):
         return self
 
 
-CostSourceName = Literal["static", "igp"]
+CostSourceName = Literal["static", "igp", "probe"]
 
 
 class IgpCostConfig(_Model):
@@ -262,6 +263,59 @@ class IgpCostConfig(_Model):
         return v
 
 
+class ProbeCostConfig(_Model):
+    """`[network_cost.probe]`: the cost is the RTT measured by probes over the SRv6 path."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 8620
+    """UDP port of the responders (every router runs one while `responder` is on)."""
+    responder: bool = True
+    """Answer probes here (at every router; an ingress probes only egresses that answer)."""
+    rate: Annotated[float, Field(gt=0, le=100)] = 5.0
+    """Probes a second to each egress."""
+    jitter: Annotated[float, Field(ge=0, le=0.9)] = 0.2
+    """Each send time moves by up to this fraction of the interval, either way."""
+    max_total_rate: Annotated[float, Field(gt=0, le=10000)] = 200.0
+    """Probes a second to all egresses together, at most."""
+    timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Seconds after which an unanswered probe is lost."""
+    window: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """Seconds of results the RTT percentiles, jitter and loss are taken over."""
+    percentile: Annotated[float, Field(gt=0, le=100)] = 50.0
+    """The RTT percentile that is the cost."""
+    loss_penalty: Annotated[float, Field(ge=0, le=1e6)] = 100.0
+    """Milliseconds added to the cost at 100 % loss (in proportion below)."""
+    unusable_loss: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """At this loss fraction over the window (or above) the egress is unusable."""
+    min_probes: Annotated[int, Field(ge=1, le=100000)] = 3
+    """Results needed in the window before loss may make an egress unusable."""
+    report_interval: Annotated[float, Field(gt=0, le=3600)] = 0.5
+    """Seconds between two samples of one egress to the engine, at least."""
+    responder_rate: Annotated[float, Field(gt=0, le=100000)] = 1000.0
+    """Probes a second the responder answers, at most, all senders together."""
+    responder_rate_per_sender: Annotated[float, Field(gt=0, le=100000)] = 100.0
+    """Probes a second the responder answers to one sender address, at most."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ProbeCostConfig:
+        if self.timeout > self.window:
+            raise ValueError("timeout: must not be longer than window (a loss would never count)")
+        return self
+
+    def params(self) -> ProbeParams:
+        return ProbeParams(
+            rate=self.rate,
+            jitter=self.jitter,
+            max_total_rate=self.max_total_rate,
+            timeout=self.timeout,
+            window=self.window,
+            percentile=self.percentile,
+            loss_penalty=self.loss_penalty,
+            unusable_loss=self.unusable_loss,
+            min_probes=self.min_probes,
+            report_interval=self.report_interval,
+        )
+
+
 class SmoothingConfig(_Model):
     """`[network_cost.smoothing]`: how raw samples become the cost (cand.engine.cost)."""
 
@@ -280,6 +334,7 @@ class NetworkCostConfig(_Model):
     sources: dict[str, CostSourceName] = Field(default_factory=dict)
     """Per egress address: its source, overriding `source`."""
     igp: IgpCostConfig = IgpCostConfig()
+    probe: ProbeCostConfig = ProbeCostConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
 
     @field_validator("static", "sources")

@@ -31,7 +31,15 @@ from cand.engine import (
 )
 from cand.lane import Lane, coalesce
 from cand.model import RouterId
-from cand.ports import AdapterError, CostSource, Dataplane, MetricSource, Speaker, StopMode
+from cand.ports import (
+    AdapterError,
+    CostSource,
+    Dataplane,
+    MetricSource,
+    Responder,
+    Speaker,
+    StopMode,
+)
 from cand.reload import ReloadRefused, plan_reload
 
 log = logging.getLogger("cand.daemon")
@@ -44,6 +52,7 @@ DATAPLANE_DUTY = 0.5
 class Adapters:
     sources: list[MetricSource] = field(default_factory=list)
     costs: list[CostSource] = field(default_factory=list)
+    responders: list[Responder] = field(default_factory=list)
     speaker: Speaker | None = None
     dataplane: Dataplane | None = None
 
@@ -192,6 +201,7 @@ class Daemon:
                     tg.create_task(c.run(self.emit), name=f"cost-source-{c.name}")
                     for c in self.adapters.costs
                 ]
+                sources += [tg.create_task(r.run(), name=r.name) for r in self.adapters.responders]
                 engine = tg.create_task(self._consume(), name="engine")
                 tg.create_task(api.serve(), name="api")
                 tg.create_task(self._reloads(), name="reloads")
@@ -309,6 +319,7 @@ class Daemon:
             "lanes": {n: lane.status() for n, lane in self.lanes.items()},
             "metric_sources": [s.status() for s in a.sources],
             "cost_sources": [c.status() for c in a.costs],
+            "responders": [r.status() for r in a.responders],
             "speaker": a.speaker.status() if a.speaker is not None else None,
             "dataplane": a.dataplane.status() if a.dataplane is not None else None,
         }
@@ -343,7 +354,13 @@ class Daemon:
 
     def cost_json(self) -> list[dict[str, Any]]:
         """Per egress: its network cost, source, age and last raw samples."""
-        return self.engine.cost_table(self.clock())
+        rows = self.engine.cost_table(self.clock())
+        details = {c.name: c.detail() for c in self.adapters.costs}
+        for row in rows:
+            got = details.get(row["source"], {}).get(row["egress"])
+            if got is not None:
+                row["measured"] = got
+        return rows
 
     async def bindings_json(self) -> list[dict[str, Any]]:
         dp = self.adapters.dataplane

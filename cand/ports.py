@@ -69,6 +69,21 @@ class CostSource(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def detail(self) -> dict[str, dict[str, Any]]:
+        """Per egress (its address as text): what the source last measured there, for
+        `cand routes` (the igp route and metric; the probes' RTT percentiles, jitter, loss)."""
+        ...
+
+
+class Responder(Protocol):
+    """Answers other routers' measurements here (the probe responder); emits nothing."""
+
+    name: str
+
+    async def run(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
 
 class Speaker(Protocol):
     """Distributes local instance routes and learns remote ones (GoBGP, ExaBGP)."""

@@ -105,10 +105,29 @@ def egresses(data: list[dict[str, Any]]) -> str:
             e["source"],
             e["age"],
             " ".join("-" if s["value"] is None else f"{s['value']:g}" for s in e["samples"]),
+            _measured(e.get("measured")),
         )
         for e in data
     ]
-    return table(("egress", "cost", "source", "age s", "last samples (newest first)"), rows)
+    return table(
+        ("egress", "cost", "source", "age s", "last samples (newest first)", "measured"), rows
+    )
+
+
+def _measured(m: dict[str, Any] | None) -> str:
+    """What the egress's source last measured: the probes' window, the IGP's metric."""
+    if not m:
+        return ""
+    if "loss" in m:
+        return (
+            " ".join(
+                f"{k} {'-' if m.get(k) is None else m[k]}" for k in ("p50", "p90", "p99", "jitter")
+            )
+            + f" loss {m['loss']} ({m.get('results', 0)} probes)"
+        )
+    if "metric" in m:
+        return f"metric {m['metric']} via {m.get('prefix')}"
+    return ""
 
 
 def bindings(data: list[dict[str, Any]]) -> str:

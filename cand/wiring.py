@@ -14,11 +14,13 @@ if TYPE_CHECKING:  # the bundled plugins satisfy their ports, from_config includ
     from cand.adapters.igp import IgpCostSource
     from cand.adapters.linux import LinuxDataplane
     from cand.adapters.mqtt import MqttMetricSource
+    from cand.adapters.probe import ProbeCostSource
 
     _source: MetricSourcePlugin = MqttMetricSource
     _speaker: SpeakerPlugin = ExabgpSpeaker
     _dataplane: DataplanePlugin = LinuxDataplane
     _cost: CostSourcePlugin = IgpCostSource
+    _probe: CostSourcePlugin = ProbeCostSource
 
 
 def build_adapters(cfg: Config) -> Adapters:
@@ -31,6 +33,10 @@ def build_adapters(cfg: Config) -> Adapters:
             if cfg.network_cost.uses(name):
                 cost: CostSourcePlugin = plugins.load("cand.cost_sources", name)
                 a.costs.append(cost.from_config(cfg))
+    if cfg.network_cost.probe.responder:
+        from cand.adapters.probe import ProbeResponder
+
+        a.responders.append(ProbeResponder.from_config(cfg))
     if cfg.bgp is not None and cfg.bgp.speaker != "none":
         speaker: SpeakerPlugin = plugins.load("cand.speakers", cfg.bgp.speaker)
         a.speaker = speaker.from_config(cfg)
@@ -40,7 +46,7 @@ def build_adapters(cfg: Config) -> Adapters:
     return a
 
 
-COST_SOURCES = ("igp",)
+COST_SOURCES = ("igp", "probe")
 """The `[network_cost]` sources that are adapters (`static` is the config itself)."""
 
 _PLUGIN_FIELD = {
@@ -84,6 +90,7 @@ def plan(cfg: Config) -> dict[str, Any]:
         "roles": list(cfg.router.roles),
         "metric_source": "mqtt" if cfg.mqtt is not None and cfg.egress else None,
         "cost_sources": [n for n in COST_SOURCES if cfg.ingress and cfg.network_cost.uses(n)],
+        "probe_responder": cfg.network_cost.probe.responder,
         "speaker": cfg.bgp.speaker if cfg.bgp is not None else None,
         "dataplane": cfg.dataplane.kind if cfg.dataplane is not None else None,
         "installed_plugins": {g: sorted(plugins.available(g)) for g in plugins.GROUPS},

@@ -189,6 +189,9 @@ class IgpCostSource:
             **self.counters,
         }
 
+    def detail(self) -> dict[str, dict[str, Any]]:
+        return self.followed()
+
     def followed(self) -> dict[str, dict[str, Any]]:
         return {
             str(e): {

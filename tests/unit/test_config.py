@@ -153,7 +153,13 @@ def test_every_option_is_documented() -> None:
 @pytest.mark.parametrize(
     ("network_cost", "field", "reason"),
     [
-        ({"source": "ospf"}, "network_cost.source", "'static' or 'igp'"),
+        ({"source": "ospf"}, "network_cost.source", "'static', 'igp' or 'probe'"),
+        ({"probe": {"rate": 0}}, "network_cost.probe.rate", "greater than 0"),
+        ({"probe": {"rate": 1000}}, "network_cost.probe.rate", "less than or equal"),
+        ({"probe": {"unusable_loss": 1.5}}, "network_cost.probe.unusable_loss", "less than"),
+        ({"probe": {"port": 0}}, "network_cost.probe.port", "greater than"),
+        ({"probe": {"timeout": 9, "window": 2}}, "network_cost.probe.timeout", "window"),
+        ({"probe": {"jitter": 1}}, "network_cost.probe.jitter", "less than"),
         ({"sources": {"nope": "igp"}}, "network_cost.sources", "not an IP address"),
         ({"sources": {"fc00::2": "static"}}, "network_cost.sources", "no entry in"),
         ({"igp": {"scale": 0}}, "network_cost.igp.scale", "greater than 0"),
