@@ -167,6 +167,13 @@ def nft_baseline(lab: Fig2, n: int) -> list[float]:
     return out
 
 
+def rr_bgp(lab: Fig2) -> str | None:
+    """Which BGP daemon runs on rr: "bgpd" (FRR), "gobgpd", or None (no reflector)."""
+    if lab.pids("rr", "/usr/lib/frr/bgpd"):
+        return "bgpd"
+    return "gobgpd" if lab.pids("rr", "gobgpd") else None
+
+
 def measure(changes: int, gap: float, reflector: str = "frr") -> dict[str, Any]:
     lab = Fig2(reflector=reflector)
     lab.up()
@@ -189,6 +196,7 @@ def measure(changes: int, gap: float, reflector: str = "frr") -> dict[str, Any]:
         nft_base = nft_baseline(lab, min(changes, 50))
         return {
             "ready_s": ready,
+            "rr_bgp": rr_bgp(lab),
             "rows": rows,
             "superseded": superseded,
             "baseline_bgp_ms": bgp_base,
