@@ -174,6 +174,16 @@ def rr_bgp(lab: Fig2) -> str | None:
     return "gobgpd" if lab.pids("rr", "gobgpd") else None
 
 
+def work_queues(lab: Fig2) -> str | None:
+    """FRR's `show work-queues` on rr (each queue's hold time, runs and items), or None."""
+    try:
+        return lab.sh(
+            "rr", "vtysh", "--vty_socket", str(lab.run / "rr-vty"), "-c", "show work-queues"
+        )
+    except (subprocess.CalledProcessError, OSError):
+        return None
+
+
 def measure(changes: int, gap: float, reflector: str = "frr") -> dict[str, Any]:
     lab = Fig2(reflector=reflector)
     lab.up()
@@ -197,6 +207,7 @@ def measure(changes: int, gap: float, reflector: str = "frr") -> dict[str, Any]:
         return {
             "ready_s": ready,
             "rr_bgp": rr_bgp(lab),
+            "rr_work_queues": work_queues(lab) if reflector == "frr" else None,
             "rows": rows,
             "superseded": superseded,
             "baseline_bgp_ms": bgp_base,
