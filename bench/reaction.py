@@ -55,6 +55,9 @@ def rib_entry(rib: dict[str, Any], part: str, seq: int) -> dict[str, Any] | None
 
 
 def change(lab: Fig2, watch: Watch, kernel: Kernel, cpu: float, prev: dict[int, int]) -> Any:
+    # a report that came in unasked (the D-MA's heartbeat) would otherwise be taken for this
+    # change's, and every later change for the one before it: all of them superseded
+    watch.lines.drain()
     if lab.control("web-3", f"cpu {cpu}") != "ok":
         raise RuntimeError("web-3 did not take the load change")
     msg = watch.next(5.0)
