@@ -1,6 +1,10 @@
 """Failure: an instance is killed -> the last new flow that still reaches it.
 
-    sudo .venv/bin/python -m bench.failure [--runs 20] [--spacing 12]
+    sudo .venv/bin/python -m bench.failure [--runs 20] [--spacing 12] [--reflector frr|gobgp]
+                                           [--direct]
+
+(`--reflector`, `--direct`: what carries the routes between the D-Routers, as in
+bench.reaction; results in `failure.json`, `failure_gobgp.json` or `failure_direct.json`.)
 
 In the Figure-2 lab, c1 opens a new TCP connection to the web D-SID every `--gap` seconds
 (one request each, each on its own: `python -m cand_testbed.load`, 3 s timeout) and records
@@ -98,8 +102,8 @@ def until_both(lab: Fig2, timeout: float = 60.0) -> None:
     raise TimeoutError("web-3 did not come back at dr1 (held down by the damper?)")
 
 
-def measure(runs: int, gap: float, spacing: float) -> dict[str, Any]:
-    lab = Fig2()
+def measure(runs: int, gap: float, spacing: float, reflector: str = "frr") -> dict[str, Any]:
+    lab = Fig2(reflector=reflector)
     lab.up()
     try:
         ready = asyncio.run(lab.wait_ready())
@@ -127,9 +131,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--gap", type=float, default=0.005, help="seconds between new flows")
     ap.add_argument("--spacing", type=float, default=12.0, help="seconds between kills")
+    ap.add_argument(
+        "--reflector", choices=("frr", "gobgp"), default="frr", help="the route reflector on rr"
+    )
+    ap.add_argument("--direct", action="store_true", help="no reflector: dr3 peers with dr1")
     a = ap.parse_args()
     need_netns("failure")
-    m = measure(a.runs, a.gap, a.spacing)
+    reflector = "none" if a.direct else a.reflector
+    m = measure(a.runs, a.gap, a.spacing, reflector)
     parts = {k: summary([r[k] for r in m["runs"]]) for k in PARTS}
     base = parts["detection"]
     print(f"Failure: web-3 killed {a.runs} times; a new flow every {a.gap * 1000:g} ms")
@@ -145,10 +154,12 @@ def main() -> None:
         "of which timed out:",
         [r["to_dead_timed_out"] for r in m["runs"]],
     )
+    name = {"frr": "failure", "gobgp": "failure_gobgp", "none": "failure_direct"}[reflector]
     path = save(
-        "failure",
+        name,
         {
             "command": "python -m bench.failure " + " ".join(sys.argv[1:]),
+            "reflector": reflector,
             "runs_asked": a.runs,
             "gap_s": a.gap,
             "spacing_s": a.spacing,

@@ -1,6 +1,12 @@
 """Reaction: a D-MA changes an instance's load -> the ingress kernel's weights change.
 
-    sudo .venv/bin/python -m bench.reaction [--changes 200] [--gap 0.3]
+    sudo .venv/bin/python -m bench.reaction [--changes 200] [--gap 0.3] [--reflector frr|gobgp]
+                                            [--direct]
+
+`--reflector` picks what reflects the routes on rr (FRR's bgpd, the default, or a plain
+gobgpd with the same sessions); `--direct` runs no reflector: dr1..dr3 peer with each other
+(a full iBGP mesh over rr's forwarding). Results go to `reaction.json` (FRR),
+`reaction_gobgp.json` or `reaction_direct.json`.
 
 In the Figure-2 lab (real cand, gobgpd, FRR reflector, mosquitto, kernel), web-3's own D-MA
 reports cpu 0.1 and 0.6 in turn (through the instance's control socket), so dr1's weights for
@@ -49,6 +55,9 @@ def rib_entry(rib: dict[str, Any], part: str, seq: int) -> dict[str, Any] | None
 
 
 def change(lab: Fig2, watch: Watch, kernel: Kernel, cpu: float, prev: dict[int, int]) -> Any:
+    # a report that came in unasked (the D-MA's heartbeat) would otherwise be taken for this
+    # change's, and every later change for the one before it: all of them superseded
+    watch.lines.drain()
     if lab.control("web-3", f"cpu {cpu}") != "ok":
         raise RuntimeError("web-3 did not take the load change")
     msg = watch.next(5.0)
@@ -161,8 +170,25 @@ def nft_baseline(lab: Fig2, n: int) -> list[float]:
     return out
 
 
-def measure(changes: int, gap: float) -> dict[str, Any]:
-    lab = Fig2()
+def rr_bgp(lab: Fig2) -> str | None:
+    """Which BGP daemon runs on rr: "bgpd" (FRR), "gobgpd", or None (no reflector)."""
+    if lab.pids("rr", "/usr/lib/frr/bgpd"):
+        return "bgpd"
+    return "gobgpd" if lab.pids("rr", "gobgpd") else None
+
+
+def work_queues(lab: Fig2) -> str | None:
+    """FRR's `show work-queues` on rr (each queue's hold time, runs and items), or None."""
+    try:
+        return lab.sh(
+            "rr", "vtysh", "--vty_socket", str(lab.run / "rr-vty"), "-c", "show work-queues"
+        )
+    except (subprocess.CalledProcessError, OSError):
+        return None
+
+
+def measure(changes: int, gap: float, reflector: str = "frr") -> dict[str, Any]:
+    lab = Fig2(reflector=reflector)
     lab.up()
     try:
         ready = asyncio.run(lab.wait_ready())
@@ -183,6 +209,8 @@ def measure(changes: int, gap: float) -> dict[str, Any]:
         nft_base = nft_baseline(lab, min(changes, 50))
         return {
             "ready_s": ready,
+            "rr_bgp": rr_bgp(lab),
+            "rr_work_queues": work_queues(lab) if reflector == "frr" else None,
             "rows": rows,
             "superseded": superseded,
             "baseline_bgp_ms": bgp_base,
@@ -196,9 +224,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--changes", type=int, default=200)
     ap.add_argument("--gap", type=float, default=0.3, help="seconds between changes (> 0.2)")
+    ap.add_argument(
+        "--reflector", choices=("frr", "gobgp"), default="frr", help="the route reflector on rr"
+    )
+    ap.add_argument("--direct", action="store_true", help="no reflector: dr3 peers with dr1")
     a = ap.parse_args()
     need_netns("reaction")
-    m = measure(a.changes, a.gap)
+    reflector = "none" if a.direct else a.reflector
+    m = measure(a.changes, a.gap, reflector)
     legs = {k: summary([r[k] for r in m["rows"]]) for k in (*LEGS, "bare_mqtt")}
     base = {
         "mqtt": legs["bare_mqtt"],
@@ -223,12 +256,17 @@ def main() -> None:
                 legs[k]["p99"] / b["p99"] if b else "",
             )
         )
-    print(f"Reaction: {len(m['rows'])} load changes at web-3 -> dr1's kernel (ms)")
+    via = {"frr": "FRR reflector", "gobgp": "GoBGP reflector", "none": "direct sessions"}
+    print(
+        f"Reaction: {len(m['rows'])} load changes at web-3 -> dr1's kernel (ms), {via[reflector]}"
+    )
     print(table(("leg", "p50", "p99", "max", "base p50", "base p99", "x p50", "x p99"), rows))
+    name = {"frr": "reaction", "gobgp": "reaction_gobgp", "none": "reaction_direct"}[reflector]
     path = save(
-        "reaction",
+        name,
         {
             "command": "python -m bench.reaction " + " ".join(sys.argv[1:]),
+            "reflector": reflector,
             "changes": a.changes,
             "gap_s": a.gap,
             "legs_ms": legs,

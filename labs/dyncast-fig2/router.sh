@@ -14,4 +14,13 @@ speaker=${CAND_LAB_SPEAKER:-gobgp}
 options='socket = "@RUN@/'$name'-gobgpd.sock"'
 [ "$speaker" = exabgp ] && options='workdir = "@RUN@/'$name'-exabgp"'
 sed "s#^socket = .*gobgpd.sock\"#$options#; s#@RUN@#$run#g; s#@SPEAKER@#$speaker#g" "$name.toml" >"$run/$name.toml"
+if [ "${CAND_LAB_REFLECTOR:-frr}" = none ]; then
+  # no reflector: the session with rr replaced by one with each other D-Router (full mesh)
+  sed -i '/^\[\[bgp.neighbors\]\]/,/^$/d' "$run/$name.toml"
+  for peer in dr1:fc00:1::1 dr2:fc00:2::1 dr3:fc00:3::1; do
+    [ "${peer%%:*}" = "$name" ] && continue
+    printf '\n[[bgp.neighbors]]\naddress = "%s"\nasn = 65000\nhold_time = 9\nkeepalive = 3\ndescription = "%s, direct (no reflector)"\n' \
+      "${peer#*:}" "${peer%%:*}" >>"$run/$name.toml"
+  done
+fi
 exec "$py" -m cand.cli run -c "$run/$name.toml" >"$run/$name.log" 2>&1

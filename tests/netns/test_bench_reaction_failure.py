@@ -19,7 +19,9 @@ from tests.conftest import need
 ROOT = Path(__file__).parents[2]
 
 
-def run(tmp: Path, module: str, *args: str) -> dict[str, Any]:
+def run(tmp: Path, module: str, *args: str, result: str | None = None) -> dict[str, Any]:
+    """Runs a benchmark module; returns its results file (`result`.json, default the
+    module's name)."""
     why = netns_available()
     need(why is None, why or "")
     env = dict(os.environ, CAND_BENCH_RESULTS=str(tmp))
@@ -28,7 +30,7 @@ def run(tmp: Path, module: str, *args: str) -> dict[str, Any]:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    data: dict[str, Any] = json.loads((tmp / f"{module.split('.')[-1]}.json").read_text())
+    data: dict[str, Any] = json.loads((tmp / f"{result or module.split('.')[-1]}.json").read_text())
     return data
 
 

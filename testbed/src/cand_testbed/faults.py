@@ -127,10 +127,10 @@ def reset_sessions() -> Fault:
 
 def restart_reflector() -> Fault:
     async def inject(lab: Fig2) -> None:
-        _kill(lab, "rr", "bgpd")
+        _kill(lab, "rr", "gobgpd" if lab.reflector == "gobgp" else "bgpd")
 
     async def repair(lab: Fig2) -> None:
-        lab._spawn("rr", "./frr.sh")
+        lab._spawn("rr", "./rr.sh")
 
     return Fault("route reflector killed and restarted", inject, repair, hold=2.0)
 

@@ -31,24 +31,34 @@ INSTANCES = {
     "app-3": (APP, "2001:db8:3b::10", "dr3"),
 }
 ROUTERS = ("dr1", "dr2", "dr3")
+REFLECTORS = ("frr", "gobgp", "none")
 INGRESSES = ("dr1", "dr2")
 
 
 class Fig2:
-    def __init__(self, speaker: str = "gobgp", name: str | None = None) -> None:
+    def __init__(
+        self, speaker: str = "gobgp", name: str | None = None, reflector: str = "frr"
+    ) -> None:
         """`name` runs the lab under a name of its own (namespaces `clab-<name>-<node>`, run
-        directory `/run/cand/<name>`), so that it can run beside another copy of the lab."""
+        directory `/run/cand/<name>`), so that it can run beside another copy of the lab.
+        `reflector` is what runs BGP on rr: "frr" (FRR's bgpd), "gobgp" (a plain gobgpd with
+        the same sessions, `rr-gobgpd.toml`) or "none" (no reflector: dr1..dr3 peer with each
+        other directly, a full iBGP mesh; rr only forwards)."""
+        if reflector not in REFLECTORS:
+            raise ValueError(f"reflector {reflector!r}: one of {', '.join(REFLECTORS)}")
         self.lab = clab.load(LAB_DIR)
         if name is not None:
             self.lab = dataclasses.replace(self.lab, name=name)
         self.run = clab.run_dir(self.lab.name)
         self.speaker = speaker
+        self.reflector = reflector
         self.spawned: list[subprocess.Popen[bytes]] = []
 
     # --- the lab ----------------------------------------------------------------------------
 
     def up(self) -> None:
         os.environ["CAND_LAB_SPEAKER"] = self.speaker
+        os.environ["CAND_LAB_REFLECTOR"] = self.reflector
         with contextlib.suppress(clab.LabError):
             clab.down(self.lab.name)  # a lab left over by a killed run
         clab.up(self.lab)
