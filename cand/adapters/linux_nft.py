@@ -11,12 +11,15 @@ Per packet, in `prerouting` at the mangle priority:
 1. outer packets to one of this egress's SIDs get the SID's slot mark (the kernel's SRH receive
    path then decapsulates them, and the mark routes the inner packet to its instance);
 2. packets that already carry a cand mark (decapsulated here) are left alone;
-3. packets of a flow that was steered (ct mark in cand's range), in the client-to-service
-   direction, get that mark back: an established flow follows its first choice whatever the
-   weights are now;
-4. new flows to a steered D-SID jump to the service's chain, which picks an instance slot
-   (3-tuple: the client's earlier choice while its affinity lasts; else weighted, in the kernel
-   with `numgen random`) and records it in the conntrack entry.
+3. packets of a flow that was steered (ct mark in cand's range) and has been answered, in the
+   client-to-service direction, get that mark back: an established flow follows its first
+   choice whatever the weights are now;
+4. packets of flows not answered yet (ct state `new`) to a steered D-SID jump to the
+   service's chain, which keeps the flow's earlier slot if that instance is still live (a
+   retransmitted SYN), else picks one (3-tuple: the client's earlier choice while its affinity
+   lasts; else weighted, in the kernel with `numgen random`) and records it in the conntrack
+   entry. A SYN that reuses an old unanswered flow's 5-tuple is thus never sent to a dead
+   instance by that old entry's mark.
 """
 
 from __future__ import annotations
@@ -146,8 +149,15 @@ def base(
         f"flush set {t} dsids",
         f"add rule {t} prerouting meta mark set ip6 daddr map @sids return",
         f"add rule {t} prerouting meta mark {m} return",
-        # the original direction only: replies are routed normally, not back to the instance
-        f"add rule {t} prerouting ct direction original ct mark {m} meta mark set ct mark return",
+        # the original direction only: replies are routed normally, not back to the instance.
+        # Only for a flow that has had an answer (ct state is not `new`): a packet of a flow
+        # never answered goes to its service's chain, which keeps its mark only while that
+        # instance is live (`service`). A SYN that reuses the 5-tuple of an old unanswered
+        # one (a client's port wrapping inside conntrack's 120 s for SYN_SENT) matches that
+        # old entry; restored here, it went to whatever instance the old SYN had, dead since
+        # (bench.failure: new flows failing 0.3-1.5 s after a kill).
+        f"add rule {t} prerouting ct direction original ct state != new ct mark {m} "
+        "meta mark set ct mark return",
         f"add rule {t} prerouting ct state new ip6 daddr vmap @services",
     ]
     if mss is not None:
@@ -201,6 +211,13 @@ def service(table: str, svc: SteeredService) -> list[str]:
     out = [f"add chain {t} {chain}", f"flush chain {t} {chain}"]
     three = svc.flow_key is FlowKeyKind.THREE_TUPLE
     live = [s.mark for s in svc.slots if s.live]
+    if live:
+        # a flow not answered yet (a retransmitted SYN, one-way UDP) that was steered to an
+        # instance still live stays there; one whose instance is down or gone is steered anew
+        out.append(
+            f"add rule {t} {chain} ct mark {{ {', '.join(f'{m:#x}' for m in live)} }} "
+            "meta mark set ct mark return"
+        )
     if three:
         for (_, guard), name in zip(AFFINITY_PROTOS, affinity_maps(svc.service), strict=True):
             out.append(

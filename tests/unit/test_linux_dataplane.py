@@ -354,3 +354,20 @@ def test_parse_nat_rule_reads_back_what_base_wrote() -> None:
     assert f"add rule ip6 cand servicenat {rule_text}" in text
     assert nft.parse_nat_rule({**rule, "expr": rule["expr"][:2]}) is None
     assert nft.parse_nat_rule({"expr": [{"counter": {}}]}) is None
+
+
+def test_an_unanswered_flow_keeps_its_mark_only_while_its_instance_is_live() -> None:
+    """bench.failure: a SYN reusing the 5-tuple of an old unanswered one matched that old
+    conntrack entry, and the mark restore sent it to the instance the old SYN had (dead)."""
+    base = nft.base("cand", nft.Marks(), {}, {SVC: nft.chain_name(SVC)}, [], None)
+    restore = [x for x in base if "meta mark set ct mark" in x]
+    assert len(restore) == 1 and "ct state != new" in restore[0]
+    svc = nft.SteeredService(
+        SVC,
+        FlowKeyKind.FIVE_TUPLE,
+        30,
+        DefaultAction.DROP,
+        (nft.SteeredSlot(0xCA000001, 0, False), nft.SteeredSlot(0xCA000002, 10, True)),
+    )
+    lines = nft.service("cand", svc)
+    assert lines[2].endswith("ct mark { 0xca000002 } meta mark set ct mark return"), lines
