@@ -24,6 +24,7 @@ from bench.sim.world import Request, World
 from cand.engine import (
     Advertise,
     CostChanged,
+    CostSampled,
     DampingParams,
     Effect,
     Engine,
@@ -34,6 +35,7 @@ from cand.engine import (
     ServiceSpec,
     Tick,
 )
+from cand.engine.cost import SmoothingParams
 from cand.engine.policy import Policy
 from cand.model import BindingId, InstanceKey, InstanceState, Metrics, RouterId, ServiceId
 
@@ -48,6 +50,31 @@ WARMUP = 0.1
 """Share of the first requests left out of the figures (queues start empty)."""
 MEAN_SIZE = 1.0
 TICK_LATE = 1e-6
+
+
+class Network(Protocol):
+    """Delays between ingresses and egresses, possibly changing with time."""
+
+    def one_way(self, ingress: str, egress: str, now: float) -> float:
+        """Seconds a packet sent at `now` takes (jitter included, if the network has any)."""
+        ...
+
+    def mean_one_way(self, ingress: str, egress: str, now: float) -> float:
+        """The delay a packet sent at `now` takes on average (what the oracle knows)."""
+        ...
+
+
+class StaticNetwork:
+    """The world's shortest-path delays, for ever (the plain steering-quality run)."""
+
+    def __init__(self, world: World) -> None:
+        self.delays = world.one_way
+
+    def one_way(self, ingress: str, egress: str, now: float) -> float:
+        return self.delays[(ingress, egress)]
+
+    def mean_one_way(self, ingress: str, egress: str, now: float) -> float:
+        return self.delays[(ingress, egress)]
 
 
 class Steering(Protocol):
@@ -73,14 +100,15 @@ class Result:
 class Sim:
     """Servers, network delays and the event queue shared by both kinds of steering."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, net: Network | None = None) -> None:
         self.world = world
+        self.net: Network = net or StaticNetwork(world)
         self.q = EventQueue()
         self.servers = [FifoServer(i.rate) for i in world.instances]
         self.inflight = [0.0] * len(self.servers)  # seconds of service on its way to each
 
     def run(self, requests: list[Request], steering: Steering) -> Result:
-        world, q = self.world, self.q
+        world, q, net = self.world, self.q, self.net
         n_inst = len(self.servers)
         assigned = [0.0] * n_inst
         first_measured = int(len(requests) * WARMUP)
@@ -91,7 +119,7 @@ class Sim:
             job, nxt = self.servers[idx].complete(t)
             if nxt is not None:
                 q.at(nxt, functools.partial(finish, idx))
-            back = world.one_way[(requests[job.id].ingress, world.instances[idx].egress)]
+            back = net.one_way(requests[job.id].ingress, world.instances[idx].egress, t)
             if job.id >= first_measured:
                 completions.append(job.finished + back - requests[job.id].time)
 
@@ -113,7 +141,7 @@ class Sim:
                 return
             assigned[idx] += r.size
             self.inflight[idx] += r.size / self.servers[idx].rate
-            delay = world.one_way[(r.ingress, world.instances[idx].egress)]
+            delay = net.one_way(r.ingress, world.instances[idx].egress, t)
             q.at(t + delay, functools.partial(reach, idx, Job(r.id, r.size)))
 
         if requests:
@@ -135,7 +163,7 @@ class Oracle:
         w = self.sim.world
         best, best_cost = None, math.inf
         for idx, (inst, server) in enumerate(zip(w.instances, self.sim.servers, strict=True)):
-            d = w.one_way[(ingress, inst.egress)]
+            d = self.sim.net.mean_one_way(ingress, inst.egress, now)
             queued = server.backlog(now) + self.sim.inflight[idx]
             cost = 2 * d + max(0.0, queued - d) + MEAN_SIZE / inst.rate
             if cost < best_cost:
@@ -159,7 +187,13 @@ class CandSteering:
         staleness: float,
         interval: float,
         seed: int,
+        cost_source: str = "static",
+        smoothing: SmoothingParams | None = None,
     ) -> None:
+        """`cost_source` "static": every ingress is told the world's round trip to each egress
+        once, at 0, as an operator's `network_cost.static` would; any other source: nothing,
+        the cost comes from `CostSampled` events (see `bench.sim.netcost`), through each
+        ingress engine's own smoothing (`smoothing`, the daemon's defaults if None)."""
         self.sim, self.staleness, self.interval = sim, staleness, interval
         self.rng = random.Random(seed)
         w = sim.world
@@ -185,21 +219,30 @@ class CandSteering:
         self.egress_id = {e: _router(2, n) for n, e in enumerate(w.egresses)}
         self.ingress = {
             i: Engine(
-                EngineConfig(router=_router(1, n), egress=False, services={SERVICE: spec}),
+                EngineConfig(
+                    router=_router(1, n),
+                    egress=False,
+                    services={SERVICE: spec},
+                    cost_source=cost_source,
+                    cost_smoothing=smoothing or SmoothingParams(),
+                ),
                 policies,
             )
             for n, i in enumerate(w.ingresses)
         }
+        self.ingress_id = {i: _router(1, n) for n, i in enumerate(w.ingresses)}
         self.tables: dict[str, tuple[list[int], list[int]]] = {i: ([], []) for i in w.ingresses}
         self.counters = {"reports": 0, "advertisements": 0, "programmed": 0}
         self._seq = [0] * len(w.instances)
         self._busy = [0.0] * len(w.instances)
         self._last = [0.0] * len(w.instances)
         self._tick_at: dict[str, float] = {}
+        self._ingress_tick_at: dict[str, float] = {}
         for i, eng in self.ingress.items():
             self._apply(i, eng.start())
-            costs = [CostChanged(self.egress_id[e], w.rtt(i, e) * 1000) for e in w.egresses]
-            self._apply(i, eng.handle_many(costs, 0.0))
+            if cost_source == "static":
+                costs = [CostChanged(self.egress_id[e], w.rtt(i, e) * 1000) for e in w.egresses]
+                self._apply(i, eng.handle_many(costs, 0.0))
 
     def start(self, until: float) -> None:
         """Every instance reports at 0 (delivered at once: the network was running before),
@@ -274,6 +317,26 @@ class CandSteering:
         for route in self._routes(egress, self.egress[egress].handle(Tick(), t)):
             self.sim.q.at(t + self.staleness, functools.partial(self._deliver, route))
         self._schedule_tick(egress, t)
+
+    def sample_cost(self, ingress: str, samples: list[CostSampled], now: float) -> None:
+        """Cost samples (from a cost source at `ingress`) into its engine, whose smoothing
+        may want Ticks later: they are scheduled as the daemon's loop would."""
+        self._apply(ingress, self.ingress[ingress].handle_many(samples, now))
+        self._schedule_ingress_tick(ingress, now)
+
+    def _schedule_ingress_tick(self, ingress: str, now: float) -> None:
+        d = self.ingress[ingress].next_deadline()
+        if d is None or self._ingress_tick_at.get(ingress) == d:
+            return
+        self._ingress_tick_at[ingress] = d
+        self.sim.q.at(max(d + TICK_LATE, now), functools.partial(self._ingress_tick, ingress))
+
+    def _ingress_tick(self, ingress: str, t: float) -> None:
+        if self._ingress_tick_at.get(ingress) is None:
+            return
+        self._ingress_tick_at.pop(ingress, None)
+        self._apply(ingress, self.ingress[ingress].handle(Tick(), t))
+        self._schedule_ingress_tick(ingress, t)
 
     def _deliver(self, route: RouteLearned, t: float) -> None:
         for name, eng in self.ingress.items():

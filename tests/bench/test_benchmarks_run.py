@@ -102,3 +102,29 @@ def test_steer_sim_runs_and_the_oracle_is_the_floor(tmp_path: Path) -> None:
     for r in fresh:
         assert oracle["mean_ms"] <= r["mean_ms"], r["policy"]
     assert (tmp_path / "steer_sim.png").stat().st_size > 0
+
+
+def test_steer_netcost_runs_and_probes_follow_the_step(tmp_path: Path) -> None:
+    """Small size; every policy runs with static and with probe cost, the probes were sent,
+    lost and turned into samples, and at the end of the run the probe cost of the egress whose
+    path got 20 ms slower (one way) has risen by most of the 40 ms round trip, while the
+    static cost stayed where it was."""
+    data = run(
+        tmp_path, "bench.steer_netcost", "--requests", "8000", "--step", "e2:20:0.3",
+        "--loss", "0.05",
+    )  # fmt: skip
+    rows: list[dict[str, Any]] = data["rows"]  # type: ignore[assignment]
+    assert {(r["policy"], r["cost"]) for r in rows} == {
+        (p, c) for p in available("cand.policies") for c in ("static", "probe")
+    }
+    for r in rows:
+        if r["cost"] == "probe":
+            counters = r["counters"]
+            assert counters["probes"] > 0 and counters["samples"] > 0, r["policy"]
+            assert 0 < counters["probes_lost"] < counters["probes"], r["policy"]
+        else:
+            assert "probes" not in r["counters"], r["policy"]
+    trace: dict[str, Any] = data["trace"]  # type: ignore[assignment]
+    last = trace["probe_cost_ms"]["e2"][-1]
+    assert last is not None and last > trace["static_cost_ms"]["e2"] + 30
+    assert (tmp_path / "steer_netcost.png").stat().st_size > 0
