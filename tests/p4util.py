@@ -7,6 +7,7 @@ privilege does (tests.conftest.strict); elsewhere it skips, naming what is missi
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import time
 from dataclasses import dataclass
@@ -34,13 +35,24 @@ class Program:
     output: str  # what p4c printed (warnings)
 
 
+_BUILT: dict[bytes, Program] = {}
+
+
 def compile_program(out: Path) -> Program:
-    """Runs p4/build into `out`; a compile error fails the calling test with p4c's message."""
+    """Runs p4/build into `out`; a compile error fails the calling test with p4c's message.
+    Compiled once per test session for the same program and build script (p4c takes seconds,
+    and a dozen tests want it): a later call gets the first build's files."""
     need_p4("p4c-bm2-ss")
+    key = hashlib.sha256((ROOT / "p4" / "cand.p4").read_bytes() + BUILD_SCRIPT.read_bytes())
+    done = _BUILT.get(key.digest())
+    if done is not None and done.json.exists() and done.p4info.exists():
+        return done
     run = subprocess.run([str(BUILD_SCRIPT), str(out)], capture_output=True, text=True, timeout=120)
     if run.returncode != 0:
         pytest.fail(f"p4/build failed ({run.returncode}):\n{run.stdout}{run.stderr}")
-    return Program(out / "cand.json", out / "cand.p4info.txtpb", run.stdout + run.stderr)
+    program = Program(out / "cand.json", out / "cand.p4info.txtpb", run.stdout + run.stderr)
+    _BUILT[key.digest()] = program
+    return program
 
 
 @dataclass
