@@ -34,7 +34,7 @@ from bench.common import save, table
 from bench.sim import steer
 from bench.sim.netcost import Change, CostTrace, DynamicNetwork, Prober
 from bench.sim.world import World, build, requests
-from bench.steer_sim import ORACLE, figures, policies
+from bench.steer_sim import ORACLE, figures, policies, quality_rows
 from cand.config import ProbeCostConfig, SmoothingConfig
 from cand.engine.cost import SmoothingParams
 from cand.engine.policy import Policy
@@ -186,30 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{a.jitter_ms} ms, probe loss {a.loss:.0%}, seed {a.seed} ({took:.0f} s)"
     )
     head = ("policy", "cost", "mean ms", "p99 ms", "max/mean util", "mean / oracle", "p99 / oracle")
-    body: list[tuple[Any, ...]] = [
-        (
-            ORACLE,
-            "-",
-            oracle["mean_ms"],
-            oracle["p99_ms"],
-            oracle["imbalance_max_over_mean"],
-            1.0,
-            1.0,
-        )
-    ]
-    body += [
-        (
-            r["policy"],
-            r["cost"],
-            r["mean_ms"],
-            r["p99_ms"],
-            r["imbalance_max_over_mean"],
-            r["mean_over_oracle"],
-            r["p99_over_oracle"],
-        )
-        for r in rows
-    ]
-    print(table(head, body))
+    print(table(head, quality_rows(oracle, rows, lambda r: r["cost"])))
     static_costs = {e: world.rtt(busiest(world), e) * 1000 for e in world.egresses}
     path = save(
         "steer_netcost",

@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,30 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         "mean / oracle",
         "p99 / oracle",
     )
-    body: list[tuple[Any, ...]] = [
-        (
-            ORACLE,
-            "-",
-            oracle["mean_ms"],
-            oracle["p99_ms"],
-            oracle["imbalance_max_over_mean"],
-            1.0,
-            1.0,
-        )
-    ]
-    body += [
-        (
-            r["policy"],
-            f"{r['staleness_s'] * 1000:.0f}",
-            r["mean_ms"],
-            r["p99_ms"],
-            r["imbalance_max_over_mean"],
-            r["mean_over_oracle"],
-            r["p99_over_oracle"],
-        )
-        for r in rows
-    ]
-    print(table(head, body))
+    print(table(head, quality_rows(oracle, rows, lambda r: f"{r['staleness_s'] * 1000:.0f}")))
     path = save(
         "steer_sim",
         {
@@ -174,6 +152,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     plot(path.with_suffix(".png"), stalenesses, rows, oracle["p99_ms"])
     print(f"written: {path} and {path.with_suffix('.png').name}")
+
+
+def quality_rows(
+    oracle: dict[str, Any], rows: list[dict[str, Any]], label: Callable[[dict[str, Any]], Any]
+) -> list[tuple[Any, ...]]:
+    """The table body of a steering-quality run: the oracle first, then a row per run,
+    `label` giving its second column (staleness, cost source)."""
+    figures_of = ("mean_ms", "p99_ms", "imbalance_max_over_mean")
+    body: list[tuple[Any, ...]] = [(ORACLE, "-", *(oracle[k] for k in figures_of), 1.0, 1.0)]
+    body += [
+        (r["policy"], label(r), *(r[k] for k in figures_of), r["mean_over_oracle"],
+         r["p99_over_oracle"])
+        for r in rows
+    ]  # fmt: skip
+    return body
 
 
 if __name__ == "__main__":
