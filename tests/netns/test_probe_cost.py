@@ -11,21 +11,21 @@ netem) in a namespace of its own. cand at r1 learns one instance behind each egr
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cand_testbed import raw_bgp_peer as raw
 from cand_testbed.delay_relay import control
-from cand_testbed.routers import CAND, SERVICE, cand_toml, start_cand, wait_api
+from cand_testbed.routers import CAND, cand_toml, start_cand, wait_api
 
 from cand.api import request
 from cand.lab.netns import Topology, sh
-from cand.model import BindingId, InstanceKey, InstanceRoute, Metrics, RouterId, ServiceId
+from cand.model import InstanceRoute
+from tests.netns.test_igp_cost import instance as igp_instance
+from tests.netns.test_igp_cost import until
 
 pytestmark = pytest.mark.netns
 R1, R2, R3 = "fc00:ff::1", "fc00:ff::2", "fc00:ff::3"
@@ -33,24 +33,7 @@ WINDOW, TIMEOUT = 2.0, 0.5
 
 
 def instance(n: int) -> InstanceRoute:
-    return InstanceRoute(
-        key=InstanceKey(ServiceId.parse(SERVICE), BindingId.parse(f"2001:db8:a::{n}")),
-        egress=RouterId.parse(f"fc00:ff::{n}"),
-        sid=ipaddress.IPv6Address(f"fc00:0:{n}::10"),
-        metrics=Metrics(cpu=0.3, capacity=100),
-        seq=int(time.time() * 1000),
-    )
-
-
-async def until(what: str, probe: Callable[[], Any], check: Callable[[Any], bool]) -> Any:
-    """Poll until `check(probe())` holds; a generous bound, never a timed assertion."""
-    deadline = time.monotonic() + 60
-    while True:
-        got = await probe()
-        if check(got):
-            return got
-        assert time.monotonic() < deadline, f"{what}: last seen {got}"
-        await asyncio.sleep(0.05)
+    return igp_instance(f"fc00:ff::{n}", n)
 
 
 def relayed_link(topo: Topology, r1: str, relay: str, egress: str, n: int, tmp: Path) -> Path:
