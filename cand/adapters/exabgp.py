@@ -320,6 +320,12 @@ class ExabgpSpeaker:
             await asyncio.sleep(0.3)  # ExaBGP sends on its next reactor turn
         await self.child.stop()
 
+    async def caught_up(self, timeout: float) -> bool:
+        """Wait until ExaBGP has answered every command written to it since it connected
+        (it has taken them into its adj-RIB-out), at most `timeout` s; whether it has."""
+        await self._acknowledged(timeout)
+        return self._writer is not None and self._acked >= self._sent
+
     async def _acknowledged(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self._acked < self._sent and self._writer is not None:
