@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -178,7 +179,7 @@ class ExabgpSpeaker:
         sock, conf = workdir / "api.sock", workdir / "exabgp.conf"
         child = Child(
             name="exabgp",
-            argv=[self._binary(), str(conf)],
+            argv=[*self._program(), str(conf)],
             log_path=workdir / "exabgp.out",
             pid_path=workdir / "exabgp.pid",
             marker=str(conf),
@@ -227,6 +228,15 @@ class ExabgpSpeaker:
     def stopping(self) -> bool:
         """`stop` was called (a method, so that a wait in between reads it anew)."""
         return self._stopping
+
+    def _program(self) -> list[str]:
+        """How ExaBGP is started: `bgp.options.binary` as given; else the ExaBGP this Python
+        has, through `cand.adapters.exabgp_run` (its API parsing tuned); else one on PATH."""
+        if self.opts.binary:
+            return [self.opts.binary]
+        if importlib.util.find_spec("exabgp") is not None:
+            return [sys.executable, "-m", "cand.adapters.exabgp_run"]
+        return [self._binary()]
 
     def _binary(self) -> str:
         if self.opts.binary:
