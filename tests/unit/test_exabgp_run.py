@@ -108,6 +108,20 @@ def test_the_speaker_starts_the_tuned_exabgp_unless_told_a_binary() -> None:
     assert ExabgpSpeaker(cfg, ExabgpOptions(binary="/opt/exabgp"))._program() == ["/opt/exabgp"]
 
 
+def test_exabgp_logs_warnings_unless_told_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = {
+        "router": {"id": "fc00:ff::3", "roles": ["egress"], "locator": "fc00:0:3::/48"},
+        "bgp": {"speaker": "exabgp", "neighbors": [{"address": "fc00:a::1", "asn": 65000}]},
+    }
+    speaker = ExabgpSpeaker(config.parse(raw), ExabgpOptions())
+    monkeypatch.delenv("exabgp_log_level", raising=False)
+    assert speaker._env(tmp_path)["exabgp_log_level"] == "WARNING"  # not a line per path
+    monkeypatch.setenv("exabgp_log_level", "DEBUG")
+    assert speaker._env(tmp_path)["exabgp_log_level"] == "DEBUG"
+
+
 # In a child process: cand's commands (edge metadata and graceful shutdown included, and
 # broken ones) through ExaBGP's API parser, untuned then tuned; the routes must be the same.
 SAME_ROUTES = """
