@@ -50,9 +50,20 @@ async def main(path: str, n: int, m: int) -> None:
     task = asyncio.create_task(speaker.run(emit))
     rs = routes(cfg.router.id, n, m)
     await asyncio.sleep(0.5)
+    # ExaBGP reads what it is written long before it has parsed it: "fed" is when it has
+    # answered the last command (GoBGP's AddPathStream has returned already), timed from when
+    # its process has connected
+    caught_up = getattr(speaker, "caught_up", None)
+    for _ in range(300 if caught_up is not None else 0):
+        if speaker.status()["connected"]:
+            break
+        await asyncio.sleep(0.1)
     start = time.monotonic()
     await speaker.advertise(rs)
-    print(f"fed {len(rs)} {time.monotonic() - start:.3f}", flush=True)
+    written = time.monotonic() - start
+    if caught_up is not None and not await caught_up(600.0):
+        print("feed: the speaker did not answer every command", flush=True)
+    print(f"fed {len(rs)} {time.monotonic() - start:.3f} written {written:.3f}", flush=True)
     await task
 
 

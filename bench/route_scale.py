@@ -152,8 +152,14 @@ def baseline(topo: Topology, i: str, tmp: Path, want: int) -> dict[str, float]:
 
     t_up = wait_for("plain gobgpd: session", up, every=0.01)
     t_done = wait_for("plain gobgpd: paths", lambda: count() >= want, every=0.02)
+    # how many UPDATE messages carried them (an egress packs NLRI only when attributes agree)
+    updates = next(iter(stub.ListPeer(pb.ListPeerRequest(address=EGRESS)))).peer.state
     ch.close()
-    return {"session_s": t_up - start, "converged_after_up_s": t_done - t_up}
+    return {
+        "session_s": t_up - start,
+        "converged_after_up_s": t_done - t_up,
+        "updates_received": int(updates.messages.received.update),
+    }
 
 
 def ingress_conf(tmp: Path, want: int) -> Path:

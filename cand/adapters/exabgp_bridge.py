@@ -4,8 +4,9 @@
 
 ExaBGP writes events to our stdin and reads commands from our stdout; the cand speaker on the
 other end of the socket does the rest. Commands are relayed as they arrive, many per write
-(ExaBGP takes the whole lines out of what it reads), events line by line. Exits when either
-side closes, and ExaBGP restarts it.
+(ExaBGP takes the whole lines out of what it reads), and so are events and answers (one
+"done" per command: 12,000 of them for 12,000 paths were 12,000 writes when relayed line by
+line; and no line is too long to relay). Exits when either side closes, and ExaBGP restarts it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ async def main(path: str) -> None:
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
 
-    async def events() -> None:  # ExaBGP -> cand
-        while line := await stdin.readline():
-            writer.write(line)
+    async def events() -> None:  # ExaBGP -> cand, whatever has arrived in one write
+        while chunk := await stdin.read(1 << 16):
+            writer.write(chunk)  # cand reads lines on its side: no need to split them here
             await writer.drain()
 
     async def commands() -> None:  # cand -> ExaBGP, whatever has arrived in one write

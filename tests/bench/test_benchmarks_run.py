@@ -47,6 +47,16 @@ def test_route_scale_runs(tmp_path: Path) -> None:
     assert [r["paths"] for r in rows] == [10, 10]  # type: ignore[index, union-attr]
 
 
+def test_exabgp_take_runs(tmp_path: Path) -> None:
+    pytest.importorskip("exabgp")
+    data = run(tmp_path, "bench.exabgp_take", "--services", "5", "--instances", "2")
+    rows: list[dict[str, Any]] = data["rows"]  # type: ignore[assignment]
+    assert [(r["how"], r["answered"], r["errors"]) for r in rows] == [
+        ("before", 10, 0),
+        ("after", 10, 0),
+    ]
+
+
 def test_ingest_cpu_runs(tmp_path: Path) -> None:
     data = run(tmp_path, "bench.ingest_cpu", "--messages", "500", "--repeat", "1")
     assert data["daemon_us"] > 0 and data["decode_us"] > 0  # type: ignore[operator]

@@ -24,7 +24,7 @@ from tests.netns.test_bgp_gobgp import BINDING, STEPS, capture, follow, view
 pytestmark = pytest.mark.netns
 E_ADDR, I_ADDR = "fc00:a::3", "fc00:a::1"
 SPEAKERS = ["gobgp", "exabgp"]
-CHILD = {"gobgp": "gobgpd", "exabgp": "exabgp"}
+CHILD = {"gobgp": "gobgpd", "exabgp": "cand.adapters.exabgp_run"}  # python -m ...: argv[2]
 GSHUT = 1.0  # bgp.graceful_shutdown in the test that sets it, seconds
 
 
@@ -80,7 +80,8 @@ def sent_by(pcap: Path, src: str) -> list[list[Sent]]:
 
 
 def children_in(ns: str, name: str) -> list[int]:
-    """PIDs of `name` processes (by their program) running in namespace `ns`."""
+    """PIDs of `name` processes (by their program, or the module `python -m` runs) running in
+    namespace `ns`."""
     pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     found = []
     for pid in pids.split():
@@ -88,7 +89,7 @@ def children_in(ns: str, name: str) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except FileNotFoundError:
             continue
-        if any(Path(a.decode(errors="replace")).name == name for a in argv[:2]):
+        if any(Path(a.decode(errors="replace")).name == name for a in argv[:3]):
             found.append(int(pid))
     return found
 
