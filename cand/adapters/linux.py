@@ -414,11 +414,10 @@ class LinuxDataplane:
         holding = self._holding()
         want = self._deliveries()
         delivery = {d.sid: m for m, d in want.items()}
-        self.wanted.rebuild(self.entries, delivery)
+        steered = self.wanted.rebuild(self.entries, delivery)
         self.walked = True
         for service in self.entries:
             want.update(self.wanted.tunnels[service])
-        steered = dict(self.wanted.rows)
         self._linger(want)
         if holding:  # an earlier run's tunnels keep carrying their flows (and are converted)
             for ident in self.adopted:
@@ -440,7 +439,8 @@ class LinuxDataplane:
         lost behind cand's back meanwhile is repaired by the next reconciliation."""
         self.counters["partial_syncs"] += 1
         want = self._deliveries()
-        dropped = self.wanted.update(self.entries, changed, {d.sid: m for m, d in want.items()})
+        delivery = {d.sid: m for m, d in want.items()}
+        dropped, steered = self.wanted.update(self.entries, changed, delivery)
         gone = self._linger_some(dropped)
         lingering = {m: self._lingering_tunnel(m) for m in self.lingering}
         touched = changed | {t.service for t in lingering.values()}
@@ -451,7 +451,6 @@ class LinuxDataplane:
         routes, tunnels = await self._routes_for(want, full=False)
         await self._install(routes, tunnels)
         usable = set(routes) | set(tunnels)
-        steered = {s: self.wanted.rows[s] for s in changed if s in self.wanted.rows}
         await self._write_nft_some(steered, usable, changed)
         await self._remove_some(gone, touched, want)
 
@@ -465,7 +464,7 @@ class LinuxDataplane:
         slots whose time is over (or whose service is gone), to be removed now."""
         now = self.clock()
         gone: set[int] = set()
-        for mark in [m for m in self.lingering if m in self.wanted.marks]:
+        for mark in [m for m in self.lingering if self.wanted.wants(m)]:
             del self.lingering[mark]  # wanted again
         for mark in sorted(dropped | set(self.lingering)):
             ident = self.slots.by_mark.get(mark)

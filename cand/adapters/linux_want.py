@@ -25,29 +25,35 @@ Row = tuple[int, int, bool]
 
 
 class WantedSlots:
-    """Per steered D-SID: the tunnel slots its entry wants and the rows of its chain."""
+    """Per steered D-SID: the tunnel slots its entry wants. The rows of its chain are handed
+    back by `update` and not kept: a chain is written only when its D-SID changes."""
 
     def __init__(self, slots: SlotTable) -> None:
         self.slots = slots
         self.tunnels: dict[ServiceId, dict[int, Tunnel]] = {}
-        self.rows: dict[ServiceId, list[Row]] = {}
-        self.marks: dict[int, ServiceId] = {}
-        """Every wanted tunnel slot -> its D-SID (the union of `tunnels`)."""
+
+    def wants(self, mark: int) -> bool:
+        """Whether some D-SID's entry wants this tunnel slot."""
+        ident = self.slots.by_mark.get(mark)
+        if ident is None or ident[0] != "tunnel" or not isinstance(ident[1], ServiceId):
+            return False
+        return mark in self.tunnels.get(ident[1], {})
 
     def update(
         self,
         entries: Mapping[ServiceId, ServiceEntry],
         services: Iterable[ServiceId],
         delivery: Mapping[ipaddress.IPv6Address, int],
-    ) -> set[int]:
+    ) -> tuple[set[int], dict[ServiceId, list[Row]]]:
         """Recompute these D-SIDs from their entries (a D-SID without one is no longer
         steered). `delivery` is each local instance's SID -> its delivery slot: a local choice
         without one is left out. Returns the tunnel slots these D-SIDs wanted before and no
-        longer want (the caller lets them linger or removes them)."""
+        longer want (the caller lets them linger or removes them), and the chain rows of
+        those of them still steered."""
         dropped: set[int] = set()
+        chains: dict[ServiceId, list[Row]] = {}
         for service in services:
             before = self.tunnels.pop(service, {})
-            self.rows.pop(service, None)
             now: dict[int, Tunnel] = {}
             entry = entries.get(service)
             if entry is not None:
@@ -60,29 +66,23 @@ class WantedSlots:
                         if mark is None:
                             continue
                     else:
-                        t = Tunnel(service, c.sid)
-                        mark = self.slots.assign(t)
-                        now[mark] = t
+                        mark = self.slots.assign(Tunnel(service, c.sid))
+                        # the object held before, if any: 120,000 of them are not copied
+                        now[mark] = before.get(mark) or Tunnel(service, c.sid)
                     rows.append((mark, c.weight, c.state is not InstanceState.DOWN))
                 self.tunnels[service] = now
-                self.rows[service] = rows
-            for mark in before.keys() - now.keys():
-                self.marks.pop(mark, None)
-                dropped.add(mark)
-            for mark in now:
-                self.marks[mark] = service
-        return dropped
+                chains[service] = rows
+            dropped |= before.keys() - now.keys()
+        return dropped, chains
 
     def rebuild(
         self,
         entries: Mapping[ServiceId, ServiceEntry],
         delivery: Mapping[ipaddress.IPv6Address, int],
-    ) -> set[int]:
-        """Every D-SID again, from scratch; returns the slots no longer wanted."""
-        before = set(self.marks)
-        self.tunnels, self.rows, self.marks = {}, {}, {}
-        self.update(entries, list(entries), delivery)
-        return before - set(self.marks)
+    ) -> dict[ServiceId, list[Row]]:
+        """Every D-SID again, from scratch; returns every steered D-SID's chain rows."""
+        self.tunnels = {}
+        return self.update(entries, list(entries), delivery)[1]
 
     def all_tunnels(self) -> dict[int, Tunnel]:
         return {m: t for ts in self.tunnels.values() for m, t in ts.items()}

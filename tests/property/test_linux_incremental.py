@@ -219,6 +219,7 @@ def test_wanted_slots_updated_per_dsid_equal_a_rebuild(
     slots = SlotTable(Marks())
     wanted = WantedSlots(slots)
     table: dict[ServiceId, ServiceEntry] = {}
+    rows: dict[ServiceId, list[tuple[int, int, bool]]] = {}
     for batch in batches:
         names = set()
         for e in batch:
@@ -228,10 +229,13 @@ def test_wanted_slots_updated_per_dsid_equal_a_rebuild(
             else:
                 table[e.service] = e
                 names.add(e.service)
-        wanted.update(table, names, {})
+        dropped, changed = wanted.update(table, names, {})
+        assert not any(wanted.wants(m) for m in dropped)
+        for s in names:
+            rows.pop(s, None)
+        rows.update(changed)
     again = WantedSlots(slots)  # same slot table: the numbers given stay the numbers
-    again.rebuild(table, {})
+    assert again.rebuild(table, {}) == rows
     assert wanted.tunnels == again.tunnels
-    assert wanted.rows == again.rows
-    assert wanted.marks == again.marks
     assert wanted.all_tunnels() == again.all_tunnels()
+    assert all(wanted.wants(m) for m in wanted.all_tunnels())
