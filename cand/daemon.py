@@ -87,8 +87,9 @@ class Daemon:
         self.listeners: list[Callable[[Sequence[Event], Sequence[Effect]], None]] = []
         self.lanes: dict[str, Lane] = {}
         if adapters.dataplane is not None:
-            # a data-plane sync walks every service's tunnels: at 120k of them, back to back,
-            # it took a third of the loop from the learning that feeds it (bench.route_scale)
+            # a data-plane sync walked every service's tunnels: at 120k of them, back to back,
+            # it took a third of the loop from the learning that feeds it (bench.route_scale);
+            # a batch now touches only its D-SIDs, and the duty bounds what is left
             self.lanes["dataplane"] = Lane(
                 "dataplane", adapters.dataplane.apply, self, duty=DATAPLANE_DUTY
             )

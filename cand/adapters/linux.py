@@ -63,6 +63,7 @@ from cand.adapters.linux_slots import (
     map_prog_of,
     sid_of_prog,
 )
+from cand.adapters.linux_want import Row, WantedSlots
 from cand.config import Config
 from cand.engine.effects import (
     Effect,
@@ -72,7 +73,7 @@ from cand.engine.effects import (
     RemoveService,
 )
 from cand.engine.service_table import InstanceMode, ServiceEntry
-from cand.model import Binding, FlowKey, FlowKeyKind, InstanceState, RouterId, ServiceId
+from cand.model import Binding, FlowKey, FlowKeyKind, RouterId, ServiceId
 from cand.plugins import parse_options
 from cand.ports import Emit
 
@@ -146,6 +147,8 @@ class LinuxDataplane:
         self.entries: dict[ServiceId, ServiceEntry] = {}
         # what the kernel holds (read back at start and by every reconciliation)
         self.slots = SlotTable(self.marks)
+        self.wanted = WantedSlots(self.slots)  # per D-SID: its tunnel slots and chain rows
+        self.walked = False  # `wanted` holds every entry (a whole walk has run since start)
         self.routes: dict[int, Route] = {}  # per-slot tables (delivery; the earlier layout)
         self.rules: set[int] = set()  # per-slot rules
         self.tunnel_rule = False  # fwmark base/mask lookup base
@@ -173,6 +176,8 @@ class LinuxDataplane:
             "adopted": 0,
             "unroutable": 0,
             "skipped_ipv4": 0,
+            "walks": 0,
+            "partial_syncs": 0,
         }
 
     @classmethod
@@ -194,12 +199,15 @@ class LinuxDataplane:
 
     async def apply(self, effects: Sequence[Effect]) -> None:
         changed: set[ServiceId] = set()
+        local = False
         for e in effects:
             if isinstance(e, ProgramLocalInstance):
                 mode = self.modes.get(e.key.service, InstanceMode.VIP)
                 self.local[e.sid] = Delivery(e.key, e.sid, mode)
+                local = True
             elif isinstance(e, RemoveLocalInstance):
                 self.local.pop(e.sid, None)
+                local = True
             elif isinstance(e, ProgramService):
                 if e.entry.service.version != 6:
                     self.counters["skipped_ipv4"] += 1
@@ -211,9 +219,13 @@ class LinuxDataplane:
                 self.entries.pop(e.service, None)
                 changed.add(e.service)
         async with self.lock:
-            if not self.read_once or self.reread:
+            read = not self.read_once or self.reread
+            if read:
                 await self._read()
-            await self._sync(changed, full=False)
+            if read or local or not self.walked or (self.adopted and self._holding()):
+                await self._sync(changed, full=False)  # every D-SID: see `_sync_some`
+            else:
+                await self._sync_some(changed)
 
     async def reconcile(self) -> None:
         """Read what the kernel holds, then put back whatever differs from the wanted state."""
@@ -391,26 +403,21 @@ class LinuxDataplane:
 
     # --- making the kernel match ------------------------------------------------------------
 
+    def _deliveries(self) -> dict[int, Tunnel | Delivery]:
+        return {self.slots.assign(d): d for d in self.local.values()}
+
     async def _sync(self, changed: set[ServiceId], full: bool) -> None:
+        """Every D-SID's slots, routes and chain against what the kernel holds (read back,
+        or as this run wrote it): reconciliation, the first batch, and any batch after a read
+        or a change of local instances (the chains' local rows depend on them)."""
+        self.counters["walks"] += 1
         holding = self._holding()
-        want: dict[int, Tunnel | Delivery] = {}
-        for d in self.local.values():
-            want[self.slots.assign(d)] = d
-        steered: dict[ServiceId, list[tuple[int, int, bool]]] = {}
-        for service, entry in self.entries.items():
-            rows = steered.setdefault(service, [])
-            for c in entry.choices:
-                if c.sid is None:
-                    continue
-                if c.local:
-                    mark = self.slots.by_id.get(("delivery", c.sid))
-                    if mark is None or mark not in want:
-                        continue
-                else:
-                    t = Tunnel(service, c.sid)
-                    mark = self.slots.assign(t)
-                    want[mark] = t
-                rows.append((mark, c.weight, c.state is not InstanceState.DOWN))
+        want = self._deliveries()
+        delivery = {d.sid: m for m, d in want.items()}
+        steered = self.wanted.rebuild(self.entries, delivery)
+        self.walked = True
+        for service in self.entries:
+            want.update(self.wanted.tunnels[service])
         self._linger(want)
         if holding:  # an earlier run's tunnels keep carrying their flows (and are converted)
             for ident in self.adopted:
@@ -424,6 +431,101 @@ class LinuxDataplane:
         if not holding:
             self.adopted.clear()
         await self._remove(want, holding)
+
+    async def _sync_some(self, changed: set[ServiceId]) -> None:
+        """`_sync` for the D-SIDs one batch changed (and the tunnels lingering): their slots,
+        map entries, tunnel-table routes and chains, in the same steps and to the same end as
+        a whole walk, at a cost that grows with the batch, not with the table. What the kernel
+        lost behind cand's back meanwhile is repaired by the next reconciliation."""
+        self.counters["partial_syncs"] += 1
+        want = self._deliveries()
+        delivery = {d.sid: m for m, d in want.items()}
+        dropped, steered = self.wanted.update(self.entries, changed, delivery)
+        gone = self._linger_some(dropped)
+        lingering = {m: self._lingering_tunnel(m) for m in self.lingering}
+        touched = changed | {t.service for t in lingering.values()}
+        touched |= {self._lingering_tunnel(m).service for m in gone}  # their routes may go
+        for service in touched:  # each with all its tunnels: its D-SID route is chosen of them
+            want.update(self.wanted.tunnels.get(service, {}))
+        want.update(lingering)
+        routes, tunnels = await self._routes_for(want, full=False)
+        await self._install(routes, tunnels)
+        usable = set(routes) | set(tunnels)
+        await self._write_nft_some(steered, usable, changed)
+        await self._remove_some(gone, touched, want)
+
+    def _lingering_tunnel(self, mark: int) -> Tunnel:
+        """The tunnel a slot held by a tunnel (lingering, or just let go) is."""
+        _, service, sid = self.slots.by_mark[mark]
+        return Tunnel(service, sid)  # type: ignore[arg-type]
+
+    def _linger_some(self, dropped: set[int]) -> set[int]:
+        """`_linger` for the tunnels one batch dropped and those already lingering: returns the
+        slots whose time is over (or whose service is gone), to be removed now."""
+        now = self.clock()
+        gone: set[int] = set()
+        for mark in [m for m in self.lingering if self.wanted.wants(m)]:
+            del self.lingering[mark]  # wanted again
+        for mark in sorted(dropped | set(self.lingering)):
+            ident = self.slots.by_mark.get(mark)
+            if ident is None or ident[0] != "tunnel":
+                self.lingering.pop(mark, None)
+                continue
+            gone.add(mark)  # unless it lingers (below)
+            if mark not in self.tunnels and mark not in self.routes:
+                self.lingering.pop(mark, None)
+                continue
+            entry = self.entries.get(ident[1])  # type: ignore[call-overload]
+            if entry is None:  # the service itself is gone: nothing of it stays
+                self.lingering.pop(mark, None)
+                continue
+            hold = min(entry.spec.affinity_timeout, self.opts.linger)
+            if self.lingering.setdefault(mark, now + hold) > now:
+                gone.discard(mark)
+            else:
+                del self.lingering[mark]
+        return gone
+
+    async def _remove_some(
+        self, gone: set[int], touched: set[ServiceId], want: dict[int, Tunnel | Delivery]
+    ) -> None:
+        """`_remove` for one batch: the tunnels it let go, the tunnel-table routes of its
+        D-SIDs that have no tunnel left, and the tunnel rule once no D-SID has one. Delivery
+        tables and local SIDs change only with local instances, which take `_remove`."""
+        p = self.opts.proto
+        have: set[ServiceId] = set()
+        for mark in self.tunnels.keys() & (want.keys() - gone):
+            ident = self.slots.by_mark.get(mark)
+            if ident is not None and ident[1] in touched:
+                have.add(ident[1])  # type: ignore[arg-type]
+        gone_dsids = sorted(s for s in touched - have if s in self.dsid_routes)
+        lines = [f"route del {s}/128 proto {p} table {self.marks.base}" for s in gone_dsids]
+        left = set(self.dsid_routes) - set(gone_dsids)
+        rule_gone = self.tunnel_rule and not left and not (self.tunnels.keys() & want.keys())
+        if rule_gone:
+            lines.append(self._tunnel_rule_line("del"))
+        await self._batch(lines)
+        doomed = sorted(m for m in gone if m in self.tunnels)
+        if doomed and self.tmap is not None:
+            try:
+                srv6_bpf.map_delete(self.tmap.map_fd, doomed)
+                self.counters["removed"] += len(doomed)
+                for mark in doomed:
+                    self.tunnels.pop(mark, None)
+            except srv6_bpf.BpfError as e:  # the delete stops at its first failure
+                self.counters["errors"] += 1
+                log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
+                try:
+                    self._read_map()
+                except k.KernelError:
+                    self.reread = True
+        for s in gone_dsids:
+            self.dsid_routes.pop(s, None)
+        self.tunnel_rule = self.tunnel_rule and not rule_gone
+        for mark in gone:
+            if mark not in self.routes and mark not in self.tunnels:
+                self.slots.release(mark)
+                self.tunnel_dev.pop(mark, None)
 
     def _linger(self, want: dict[int, Tunnel | Delivery]) -> None:
         """A tunnel whose instance left its service's entry (withdrawn, a peer or reflector
@@ -626,6 +728,80 @@ class LinuxDataplane:
         holding: bool,
     ) -> None:
         table = self.opts.nft_table
+        sids, nat = self._sids_and_nat(usable, holding)
+        keep = self.chains - set(steered) if holding else set()
+        services = {s: nft.chain_name(s) for s in set(steered) | keep}
+        script = nft.base(table, self.marks, sids, services, nat, self.mss)
+        for service, rows in sorted(steered.items()):
+            if not full and service not in changed and service in self.chains:
+                continue
+            script += self._chain(service, rows, usable)
+        gone = self.chains - set(services)
+        for service in sorted(gone):
+            script += nft.remove_service(table, service, had_affinity=False)
+        wanted_maps = {
+            name
+            for s, e in self.entries.items()
+            if e.spec.flow_key is FlowKeyKind.THREE_TUPLE
+            for name in nft.affinity_maps(s)
+        } | {name for s in keep for name in nft.affinity_maps(s)}
+        stale_maps = sorted(self.affinity_maps - wanted_maps)
+        script += [f"delete map ip6 {table} {name}" for name in stale_maps]
+        if await self._nft(script):
+            self.chains = set(services)
+            self.affinity_maps = (self.affinity_maps - set(stale_maps)) | wanted_maps
+
+    async def _write_nft_some(
+        self, steered: dict[ServiceId, list[Row]], usable: set[int], changed: set[ServiceId]
+    ) -> None:
+        """`_write_nft` for the D-SIDs of one batch: their chains, and their elements of the
+        D-SID map and set added or deleted; the rest of the table stays as it is."""
+        table, holding = self.opts.nft_table, self._holding()
+        sids, nat = self._sids_and_nat(usable, holding)
+        script = nft.base(table, self.marks, sids, None, nat, self.mss)
+        script += nft.services_added(table, sorted(s for s in steered if s not in self.chains))
+        for service, rows in sorted(steered.items()):
+            script += self._chain(service, rows, usable)
+        # while holding, a chain nothing steers any more stays (as `_write_nft` keeps it)
+        gone = [] if holding else sorted(s for s in changed - set(steered) if s in self.chains)
+        script += nft.services_removed(table, gone)
+        for service in gone:
+            script += nft.remove_service(table, service, had_affinity=False)
+        wanted, stale = set(), set()
+        for s in changed:
+            e = self.entries.get(s)
+            names = set(nft.affinity_maps(s))
+            if (e is not None and e.spec.flow_key is FlowKeyKind.THREE_TUPLE) or (
+                e is None and holding and s in self.chains
+            ):
+                wanted |= names
+            else:
+                stale |= names & self.affinity_maps
+        script += [f"delete map ip6 {table} {name}" for name in sorted(stale)]
+        if await self._nft(script):
+            self.chains = (self.chains - set(gone)) | set(steered)
+            self.affinity_maps = (self.affinity_maps - stale) | wanted
+
+    def _chain(self, service: ServiceId, rows: list[Row], usable: set[int]) -> list[str]:
+        spec = self.entries[service].spec
+        slots = tuple(nft.SteeredSlot(m, w, live) for m, w, live in rows if m in usable)
+        svc = nft.SteeredService(service, spec.flow_key, spec.affinity_timeout, spec.default, slots)
+        return nft.service(self.opts.nft_table, svc)
+
+    async def _nft(self, script: list[str]) -> bool:
+        try:
+            await k.nft(script)
+        except k.KernelError as e:
+            self.counters["errors"] += 1
+            log.error("event=linux_nft_failed error=%r (reconciliation retries)", str(e))
+            return False
+        self.counters["transactions"] += 1
+        return True
+
+    def _sids_and_nat(
+        self, usable: set[int], holding: bool
+    ) -> tuple[dict[ipaddress.IPv6Address, int], list[nft.NatRule]]:
+        """The egress's share of the table: its SIDs' marks and its ServiceNAT rules."""
         sids = {
             sid: mark
             for sid in self.local
@@ -656,38 +832,7 @@ class LinuxDataplane:
             ]  # fmt: skip
         else:
             self.adopted_nat.clear()
-        keep = self.chains - set(steered) if holding else set()
-        services = {s: nft.chain_name(s) for s in set(steered) | keep}
-        script = nft.base(table, self.marks, sids, services, nat, self.mss)
-        for service, rows in sorted(steered.items()):
-            if not full and service not in changed and service in self.chains:
-                continue
-            spec = self.entries[service].spec
-            slots = tuple(nft.SteeredSlot(m, w, live) for m, w, live in rows if m in usable)
-            svc = nft.SteeredService(
-                service, spec.flow_key, spec.affinity_timeout, spec.default, slots
-            )
-            script += nft.service(table, svc)
-        gone = self.chains - set(services)
-        for service in sorted(gone):
-            script += nft.remove_service(table, service, had_affinity=False)
-        wanted_maps = {
-            name
-            for s, e in self.entries.items()
-            if e.spec.flow_key is FlowKeyKind.THREE_TUPLE
-            for name in nft.affinity_maps(s)
-        } | {name for s in keep for name in nft.affinity_maps(s)}
-        stale_maps = sorted(self.affinity_maps - wanted_maps)
-        script += [f"delete map ip6 {table} {name}" for name in stale_maps]
-        try:
-            await k.nft(script)
-        except k.KernelError as e:
-            self.counters["errors"] += 1
-            log.error("event=linux_nft_failed error=%r (reconciliation retries)", str(e))
-            return
-        self.counters["transactions"] += 1
-        self.chains = set(services)
-        self.affinity_maps = (self.affinity_maps - set(stale_maps)) | wanted_maps
+        return sids, nat
 
     def _converted(self, mark: int) -> bool:
         """An earlier layout's tunnel slot is carried by the map now: its entry, its D-SID's

@@ -55,13 +55,26 @@ async def ip_batch(lines: Sequence[str]) -> None:
         await run("ip", "-6", "-force", "-batch", "-", stdin="\n".join(lines) + "\n")
 
 
-async def route_get_many(dsts: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-    """`ip route get` for many destinations in one `ip -batch`; None where there is no route.
-    A destination with no route prints nothing (its error goes to stderr), so each answer is
-    matched to its question by the `dst` it names, not by its place."""
+ROUTE_GET_CHUNK = 8192
+"""Destinations per `ip -batch`: a whole walk asks for 120,000, whose answers as one text and
+its parsed rows took over 100 MB at once."""
+ROUTE_KEYS = ("dst", "dev", "gateway", "type")
+"""What the data plane reads of an answer; the rest (flags, prefsrc, cache...) is not kept."""
+
+
+async def route_get_many(
+    dsts: Sequence[str], chunk: int = ROUTE_GET_CHUNK
+) -> dict[str, dict[str, Any] | None]:
+    """`ip route get` for many destinations, `chunk` per `ip -batch`; None where there is no
+    route. A destination with no route prints nothing (its error goes to stderr), so each
+    answer is matched to its question by the `dst` it names, not by its place."""
     out: dict[str, dict[str, Any] | None] = dict.fromkeys(dsts)
-    if not dsts:
-        return out
+    for i in range(0, len(dsts), chunk):
+        await _route_get(dsts[i : i + chunk], out)
+    return out
+
+
+async def _route_get(dsts: Sequence[str], out: dict[str, dict[str, Any] | None]) -> None:
     wanted: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None = None
     text = await run(
         "ip", "-json", "-6", "-force", "-batch", "-",
@@ -70,7 +83,8 @@ async def route_get_many(dsts: Sequence[str]) -> dict[str, dict[str, Any] | None
     for line in text.splitlines():
         if not line.strip():
             continue
-        for r in json.loads(line):
+        for row in json.loads(line):
+            r = {k: row[k] for k in ROUTE_KEYS if k in row}
             dst = str(r.get("dst", "")).split("/")[0]
             if dst in out:  # spelled as asked (nearly always): no address to parse
                 out[dst] = r
@@ -81,7 +95,6 @@ async def route_get_many(dsts: Sequence[str]) -> dict[str, dict[str, Any] | None
                 d = wanted.get(ipaddress.ip_address(dst))
                 if d is not None:
                     out[d] = r
-    return out
 
 
 async def nft(script: Sequence[str]) -> None:

@@ -124,13 +124,15 @@ def base(
     table: str,
     marks: Marks,
     sids: dict[ipaddress.IPv6Address, int],
-    services: dict[ServiceId, str],
+    services: dict[ServiceId, str] | None,
     nat: Sequence[NatRule],
     mss: int | None,
 ) -> list[str]:
     """The table's skeleton and shared state, rewritten whole in every transaction.
 
-    `services` maps each steered D-SID to the chain its new flows jump to."""
+    `services` maps each steered D-SID to the chain its new flows jump to; None leaves the
+    D-SID map and set as they are (a transaction that changes a few D-SIDs says which with
+    `services_added` and `services_removed`, instead of rewriting 10,000 elements)."""
     t = f"ip6 {table}"
     m = marks.match
     out = [
@@ -145,8 +147,6 @@ def base(
         f"flush chain {t} forward",
         f"flush chain {t} servicenat",
         f"flush map {t} sids",
-        f"flush map {t} services",
-        f"flush set {t} dsids",
         f"add rule {t} prerouting meta mark set ip6 daddr map @sids return",
         f"add rule {t} prerouting meta mark {m} return",
         # the original direction only: replies are routed normally, not back to the instance.
@@ -160,6 +160,8 @@ def base(
         "meta mark set ct mark return",
         f"add rule {t} prerouting ct state new ip6 daddr vmap @services",
     ]
+    if services is not None:
+        out += [f"flush map {t} services", f"flush set {t} dsids"]
     if mss is not None:
         for d in ("daddr", "saddr"):
             out.append(
@@ -173,10 +175,32 @@ def base(
         elems = ", ".join(f"{sid} : {mark:#x}" for sid, mark in sorted(sids.items()))
         out.append(f"add element {t} sids {{ {elems} }}")
     if services:
-        out += [f"add chain {t} {c}" for c in sorted(services.values())]
-        elems = ", ".join(f"{s} : jump {c}" for s, c in sorted(services.items()))
-        out.append(f"add element {t} services {{ {elems} }}")
-        out.append(f"add element {t} dsids {{ {', '.join(str(s) for s in sorted(services))} }}")
+        out += services_added(table, sorted(services))
+    return out
+
+
+def services_added(table: str, services: Sequence[ServiceId]) -> list[str]:
+    """These D-SIDs' chains (empty if new) and their elements of the D-SID map and set."""
+    if not services:
+        return []
+    t = f"ip6 {table}"
+    out = [f"add chain {t} {chain_name(s)}" for s in services]
+    elems = ", ".join(f"{s} : jump {chain_name(s)}" for s in services)
+    out.append(f"add element {t} services {{ {elems} }}")
+    out.append(f"add element {t} dsids {{ {', '.join(str(s) for s in services)} }}")
+    return out
+
+
+def services_removed(table: str, services: Sequence[ServiceId]) -> list[str]:
+    """These D-SIDs' elements of the D-SID map and set, gone (their chains go after them:
+    a chain the map jumps to cannot be deleted). Each chain and element is added first, so
+    that one already missing does not fail the whole transaction."""
+    if not services:
+        return []
+    out = services_added(table, services)
+    t = f"ip6 {table}"
+    out.append(f"delete element {t} services {{ {', '.join(str(s) for s in services)} }}")
+    out.append(f"delete element {t} dsids {{ {', '.join(str(s) for s in services)} }}")
     return out
 
 

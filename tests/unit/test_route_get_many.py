@@ -35,3 +35,23 @@ def test_answers_are_matched_by_destination(monkeypatch: pytest.MonkeyPatch) -> 
         and calls[0][1] == "route get fc00::1\nroute get fc00::2\nroute get fc00::3\n"
     )
     assert asyncio.run(k.route_get_many([])) == {} and len(calls) == 1
+
+
+def test_many_destinations_are_asked_in_chunks_and_only_what_is_read_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole walk asks for every tunnel's SID: one `ip -batch` per chunk keeps the text and
+    its parsed rows small, and the answers keep only the keys the data plane reads."""
+    asked: list[list[str]] = []
+
+    async def fake_run(*cmd: str, stdin: str | None = None, partial: bool = False) -> str:
+        lines = [x.split()[-1] for x in (stdin or "").splitlines()]
+        asked.append(lines)
+        rows = [{"dst": d, "dev": "a", "flags": [], "prefsrc": "fc00::9"} for d in lines]
+        return "".join(json.dumps([r]) + "\n" for r in rows)
+
+    monkeypatch.setattr(k, "run", fake_run)
+    dsts = [f"fc00::{i:x}" for i in range(1, 8)]
+    got = asyncio.run(k.route_get_many(dsts, chunk=3))
+    assert [len(a) for a in asked] == [3, 3, 1] and [d for a in asked for d in a] == dsts
+    assert got == {d: {"dst": d, "dev": "a"} for d in dsts}
