@@ -1,7 +1,9 @@
 #!/bin/sh
 # One D-Router: the edge site's mosquitto (when it has a site), then cand, which starts and
 # supervises its BGP speaker (gobgpd, or ExaBGP with CAND_LAB_SPEAKER=exabgp). Logs and
-# sockets go to $CAND_LAB_RUN (default /run/cand/dyncast-fig2).
+# sockets go to $CAND_LAB_RUN (default /run/cand/dyncast-fig2). With CAND_LAB_DR1_DATAPLANE=p4,
+# dr1's data plane is a BMv2 switch (p4.sh), started first, and its cand gets dr1-p4.toml's
+# [dataplane] tables instead of dr1.toml's.
 set -eu
 name=$1
 run=${CAND_LAB_RUN:-/run/cand/dyncast-fig2}
@@ -22,5 +24,10 @@ if [ "${CAND_LAB_REFLECTOR:-frr}" = none ]; then
     printf '\n[[bgp.neighbors]]\naddress = "%s"\nasn = 65000\nhold_time = 9\nkeepalive = 3\ndescription = "%s, direct (no reflector)"\n' \
       "${peer#*:}" "${peer%%:*}" >>"$run/$name.toml"
   done
+fi
+if [ "$name" = dr1 ] && [ "${CAND_LAB_DR1_DATAPLANE:-linux}" = p4 ]; then
+  ./p4.sh switch
+  sed -i '/^\[dataplane\]/,/^\[\[services\]\]/{/^\[\[services\]\]/!d}' "$run/$name.toml"
+  sed "s#@RUN@#$run#g" dr1-p4.toml >>"$run/$name.toml"
 fi
 exec "$py" -m cand.cli run -c "$run/$name.toml" >"$run/$name.log" 2>&1

@@ -33,25 +33,35 @@ INSTANCES = {
 ROUTERS = ("dr1", "dr2", "dr3")
 REFLECTORS = ("frr", "gobgp", "none")
 INGRESSES = ("dr1", "dr2")
+DATAPLANES = ("linux", "p4")
 
 
 class Fig2:
     def __init__(
-        self, speaker: str = "gobgp", name: str | None = None, reflector: str = "frr"
+        self,
+        speaker: str = "gobgp",
+        name: str | None = None,
+        reflector: str = "frr",
+        dataplane: str = "linux",
     ) -> None:
         """`name` runs the lab under a name of its own (namespaces `clab-<name>-<node>`, run
         directory `/run/cand/<name>`), so that it can run beside another copy of the lab.
         `reflector` is what runs BGP on rr: "frr" (FRR's bgpd), "gobgp" (a plain gobgpd with
         the same sessions, `rr-gobgpd.toml`) or "none" (no reflector: dr1..dr3 peer with each
-        other directly, a full iBGP mesh; rr only forwards)."""
+        other directly, a full iBGP mesh; rr only forwards). `dataplane` is dr1's, where c1's
+        flows enter: "linux" (the kernel's, as every D-Router) or "p4" (a BMv2 switch running
+        p4/cand.p4 on dr1's data ports, programmed by dr1's cand: `p4.sh`)."""
         if reflector not in REFLECTORS:
             raise ValueError(f"reflector {reflector!r}: one of {', '.join(REFLECTORS)}")
+        if dataplane not in DATAPLANES:
+            raise ValueError(f"dataplane {dataplane!r}: one of {', '.join(DATAPLANES)}")
         self.lab = clab.load(LAB_DIR)
         if name is not None:
             self.lab = dataclasses.replace(self.lab, name=name)
         self.run = clab.run_dir(self.lab.name)
         self.speaker = speaker
         self.reflector = reflector
+        self.dataplane = dataplane
         self.spawned: list[subprocess.Popen[bytes]] = []
 
     # --- the lab ----------------------------------------------------------------------------
@@ -59,6 +69,7 @@ class Fig2:
     def up(self) -> None:
         os.environ["CAND_LAB_SPEAKER"] = self.speaker
         os.environ["CAND_LAB_REFLECTOR"] = self.reflector
+        os.environ["CAND_LAB_DR1_DATAPLANE"] = self.dataplane
         with contextlib.suppress(clab.LabError):
             clab.down(self.lab.name)  # a lab left over by a killed run
         clab.up(self.lab)
@@ -92,15 +103,19 @@ class Fig2:
         return out
 
     async def wait_ready(self, timeout: float = 90.0) -> float:
-        """Until both ingresses steer both services to both instances; returns the seconds."""
+        """Until both ingresses steer both services to both instances (and a P4 switch has
+        its tables written); returns the seconds."""
         start = time.monotonic()
         want = {WEB: 2, APP: 2}
         while True:
             try:
                 views = [await self.weights(r) for r in INGRESSES]
-                if all(
-                    {s: sum(w > 0 for w in v.get(s, {}).values()) for s in want} == want
-                    for v in views
+                if (
+                    all(
+                        {s: sum(w > 0 for w in v.get(s, {}).values()) for s in want} == want
+                        for v in views
+                    )
+                    and await self.switch_ready()
                 ):
                     return time.monotonic() - start
             except ApiError:
@@ -108,6 +123,13 @@ class Fig2:
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"lab not converged after {timeout:.0f}s (logs: {self.run})")
             await asyncio.sleep(0.2)
+
+    async def switch_ready(self) -> bool:
+        """dr1's P4 switch is connected and holds both services (always true on Linux)."""
+        if self.dataplane != "p4":
+            return True
+        dp = (await self.api("dr1", "status"))["dataplane"]
+        return bool(dp.get("connected")) and dp.get("reconciled", 0) >= 1 and dp["services"] == 2
 
     # --- instances --------------------------------------------------------------------------
 
