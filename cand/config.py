@@ -202,11 +202,15 @@ class BgpConfig(_Model):
             raise ValueError(f"{v!r} is not an IPv4 dotted quad") from None
 
 
+_POLICY = PolicyParams()
+
+
 class DecisionConfig(_Model):
     policy: str = "weighted"
     hysteresis: Annotated[float, Field(ge=0, le=1)] = 0.05
-    cost_scale: Annotated[float, Field(gt=0)] = 10.0
-    network_weight: Annotated[float, Field(ge=0)] = 10.0
+    # the defaults are the core's (cand.engine.policy.PolicyParams, which says why)
+    cost_scale: Annotated[float, Field(gt=0)] = _POLICY.cost_scale
+    network_weight: Annotated[float, Field(ge=0)] = _POLICY.network_weight
     overload: Annotated[float, Field(gt=0, le=1)] = 0.95
     steer_unknown: bool = False
 

@@ -19,10 +19,15 @@ from cand.model import InstanceKey
 class PolicyParams:
     """Knobs shared by the built-in policies (the `[decision]` config table)."""
 
-    cost_scale: float = 10.0
-    """Network cost at which an instance is worth half as much to `weighted` (e.g. 10 ms)."""
-    network_weight: float = 10.0
-    """Per-mille of load that one unit of network cost is worth to `min-cost`."""
+    cost_scale: float = 100.0
+    """Network cost (ms) at which an instance is worth half as much to `weighted`. Set it to
+    about the service's completion time under load: a millisecond of round trip is only
+    worth moving a flow for against the queueing it causes where the flow goes. 10 ms, the
+    old default, made a 40 ms reroute onto the biggest egress cut its share by 3.7x and
+    pushed flows onto small instances whose queues cost more (bench/README, network cost)."""
+    network_weight: float = 1.0
+    """Per-mille of load that one ms of network cost is worth to `min-cost` (so `cost_scale`
+    ms are a tenth of the load range; at 10, 40 ms outweighed 40 % of load)."""
     overload: float = 0.95
     """Load from which `weighted` gives an instance no new flow while a sibling has room."""
     hysteresis: float = 0.05
