@@ -202,11 +202,15 @@ class BgpConfig(_Model):
             raise ValueError(f"{v!r} is not an IPv4 dotted quad") from None
 
 
+_POLICY = PolicyParams()
+
+
 class DecisionConfig(_Model):
     policy: str = "weighted"
     hysteresis: Annotated[float, Field(ge=0, le=1)] = 0.05
-    cost_scale: Annotated[float, Field(gt=0)] = 10.0
-    network_weight: Annotated[float, Field(ge=0)] = 10.0
+    # the defaults are the core's (cand.engine.policy.PolicyParams, which says why)
+    cost_scale: Annotated[float, Field(gt=0)] = _POLICY.cost_scale
+    network_weight: Annotated[float, Field(ge=0)] = _POLICY.network_weight
     overload: Annotated[float, Field(gt=0, le=1)] = 0.95
     steer_unknown: bool = False
 
@@ -268,8 +272,9 @@ class ProbeCostConfig(_Model):
 
     port: Annotated[int, Field(ge=1, le=65535)] = 8620
     """UDP port of the responders (every router runs one while `responder` is on)."""
-    responder: bool = True
-    """Answer probes here (at every router; an ingress probes only egresses that answer)."""
+    responder: bool | Literal["auto"] = "auto"
+    """Answer probes here: `auto` at every egress with an IPv6 router id (what ingresses
+    probe), `true` always (an IPv4 router id is then an error), `false` never."""
     rate: Annotated[float, Field(gt=0, le=100)] = 5.0
     """Probes a second to each egress."""
     jitter: Annotated[float, Field(ge=0, le=0.9)] = 0.2
@@ -515,6 +520,15 @@ class Config(_Model):
     @property
     def egress(self) -> bool:
         return "egress" in self.router.roles
+
+    @property
+    def responds(self) -> bool:
+        """Whether this router runs the probe responder: `auto` answers where ingresses
+        probe, an egress, and only with an IPv6 router id (probes are IPv6 over SRv6)."""
+        r = self.network_cost.probe.responder
+        if r == "auto":
+            return self.egress and ":" in self.router.id
+        return bool(r)
 
     def service_specs(self) -> dict[ServiceId, ServiceSpec]:
         return {

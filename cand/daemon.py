@@ -339,6 +339,8 @@ class Daemon:
                 row = costs.get(inst["egress"])
                 inst["cost_source"] = "local" if inst["local"] else (row or {}).get("source")
                 inst["cost_age"] = None if row is None else row.get("age")
+                if not inst["local"] and row is not None and row.get("measured"):
+                    inst["cost_measured"] = row["measured"]
             out.append(data)
         return out
 

@@ -1,6 +1,7 @@
 """Prometheus metrics, prefix `cand_`: read from the daemon's counters at scrape time.
 
-Labels are never per flow or per instance address of a large table; per service is the finest.
+Labels are never per flow or per instance address of a large table; per service or per
+egress router is the finest.
 """
 
 from __future__ import annotations
@@ -68,6 +69,98 @@ class DaemonCollector(Collector):
         for reason, n in ((st.get("speaker") or {}).get("rejected") or {}).items():
             rejected.add_metric([reason], n)
         yield rejected
+        yield from self._network_cost(st)
+
+    def _network_cost(self, st: dict[str, Any]) -> Iterator[Any]:
+        """Per egress: the cost the decision uses, and what the probes measured over their
+        window; the probe source's and the responder's counters."""
+        cost = GaugeMetricFamily(
+            "cand_egress_network_cost_ms",
+            "network cost in force to an egress (ms), by its source",
+            labels=["egress", "source"],
+        )
+        reachable = GaugeMetricFamily(
+            "cand_egress_reachable",
+            "1 while new flows may go to an egress, 0 while its cost source says unreachable",
+            labels=["egress"],
+        )
+        rtt = GaugeMetricFamily(
+            "cand_probe_rtt_ms",
+            "probe round trip to an egress over the probe window (ms), by percentile",
+            labels=["egress", "quantile"],
+        )
+        jitter = GaugeMetricFamily(
+            "cand_probe_jitter_ms",
+            "mean difference of consecutive probe round trips over the window (ms)",
+            labels=["egress"],
+        )
+        loss = GaugeMetricFamily(
+            "cand_probe_loss_ratio", "probes lost over the window (0-1)", labels=["egress"]
+        )
+        per_egress = {
+            k: CounterMetricFamily(f"cand_probe_{k}", help, labels=["egress"])
+            for k, help in (
+                ("sent", "probes sent to an egress"),
+                ("answered", "probes answered in time"),
+                ("lost", "probes not answered within the timeout"),
+                ("late", "replies ignored: after the timeout, duplicated or unknown"),
+            )
+        }
+        for row in self.daemon.cost_json():
+            e = row["egress"]
+            if row.get("cost") is not None:
+                cost.add_metric([e, row.get("source") or ""], row["cost"])
+            reachable.add_metric([e], 1 if row.get("reachable") else 0)
+            m = row.get("measured") or {}
+            if "loss" not in m:
+                continue  # not probed (another source, or no SID yet)
+            for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+                if m.get(key) is not None:
+                    rtt.add_metric([e, q], m[key])
+            if m.get("jitter") is not None:
+                jitter.add_metric([e], m["jitter"])
+            loss.add_metric([e], m["loss"])
+            for k, src in (("sent", "sent"), ("answered", "received"), ("lost", "lost")):
+                per_egress[k].add_metric([e], m.get(src, 0))
+            per_egress["late"].add_metric([e], m.get("ignored", 0))
+        yield from (cost, reachable, rtt, jitter, loss, *per_egress.values())
+        probe = next((c for c in st.get("cost_sources", []) if c.get("kind") == "probe"), None)
+        if probe is not None:
+            yield CounterMetricFamily(
+                "cand_probe_send_errors",
+                "probes that could not be sent (no route, an ICMP error): not counted as lost",
+                value=probe.get("send_errors", 0),
+            )
+            yield CounterMetricFamily(
+                "cand_probe_held_by_cap",
+                "probe sends put off by the total probe rate cap",
+                value=probe.get("held_by_cap", 0),
+            )
+        responder = next(
+            (r for r in st.get("responders", []) if r.get("kind") == "probe-responder"), None
+        )
+        if responder is None:
+            return
+        yield GaugeMetricFamily(
+            "cand_probe_responder_bound",
+            "1 while the probe responder listens, 0 while its bind fails (retried)",
+            value=1 if responder.get("bound") else 0,
+        )
+        for k, help in (
+            ("answered", "probes the responder answered"),
+            ("rate_limited", "probes not answered: over the total or the per-sender rate"),
+            ("malformed", "packets to the responder that are no well-formed probe"),
+            ("bind_failures", "tries to bind the responder's socket that failed"),
+        ):
+            yield CounterMetricFamily(f"cand_probe_responder_{k}", help, value=responder.get(k, 0))
+        refused = CounterMetricFamily(
+            "cand_probe_responder_refused",
+            "packets the responder refused, by reason (malformed ones by what was wrong)",
+            labels=["reason"],
+        )
+        for reason, n in (responder.get("refused_by_reason") or {}).items():
+            refused.add_metric([reason], n)
+        yield refused
 
     def _scores(self) -> Iterator[Any]:
         """CATS L2 scores (0..10, higher is better) per D-SID: the best an eligible instance

@@ -41,13 +41,14 @@ def services(data: list[dict[str, Any]]) -> str:
                 i["network_cost"] if i.get("reachable", True) else "unreachable",
                 i.get("cost_source"),
                 i.get("cost_age"),
+                _rtt(i.get("cost_measured")),
                 i["weight"],
             )
             for i in svc["instances"]
         ]
         headers = ("D-BID", "egress", "SRv6 SID", "state", "L2", "L1", "load ‰", "net cost")
         body = (
-            table((*headers, "source", "age s", "weight"), rows)
+            table((*headers, "source", "age s", "probe p50/p99 loss", "weight"), rows)
             if rows
             else "  (no instance: new flows get the default action)"
         )
@@ -123,11 +124,21 @@ def _measured(m: dict[str, Any] | None) -> str:
             " ".join(
                 f"{k} {'-' if m.get(k) is None else m[k]}" for k in ("p50", "p90", "p99", "jitter")
             )
-            + f" loss {m['loss']} ({m.get('results', 0)} probes)"
+            + f" loss {m['loss']} ({m.get('results', 0)} probes;"
+            + f" sent {m.get('sent', 0)} answered {m.get('received', 0)}"
+            + f" lost {m.get('lost', 0)} late {m.get('ignored', 0)})"
         )
     if "metric" in m:
         return f"metric {m['metric']} via {m.get('prefix')}"
     return ""
+
+
+def _rtt(m: dict[str, Any] | None) -> str | None:
+    """The probes' view of an instance's egress, short enough for the services table."""
+    if not m or "loss" not in m:
+        return None
+    p50, p99 = ("-" if m.get(k) is None else f"{m[k]:g}" for k in ("p50", "p99"))
+    return f"{p50}/{p99} ms {m['loss']:.0%}"
 
 
 def bindings(data: list[dict[str, Any]]) -> str:

@@ -26,6 +26,10 @@ class DaemonView(Protocol):
         """Advertised, received and local routes."""
         ...
 
+    def cost_json(self) -> list[dict[str, Any]]:
+        """Per egress: the network cost in force, its source, age, samples and measurements."""
+        ...
+
     async def bindings_json(self) -> list[dict[str, Any]]:
         """The data plane's flow bindings (empty without a data plane)."""
         ...

@@ -33,7 +33,7 @@ def build_adapters(cfg: Config) -> Adapters:
             if cfg.network_cost.uses(name):
                 cost: CostSourcePlugin = plugins.load("cand.cost_sources", name)
                 a.costs.append(cost.from_config(cfg))
-    if cfg.network_cost.probe.responder:
+    if cfg.responds:
         from cand.adapters.probe import ProbeResponder
 
         a.responders.append(ProbeResponder.from_config(cfg))
@@ -90,7 +90,7 @@ def plan(cfg: Config) -> dict[str, Any]:
         "roles": list(cfg.router.roles),
         "metric_source": "mqtt" if cfg.mqtt is not None and cfg.egress else None,
         "cost_sources": [n for n in COST_SOURCES if cfg.ingress and cfg.network_cost.uses(n)],
-        "probe_responder": cfg.network_cost.probe.responder,
+        "probe_responder": cfg.responds,
         "speaker": cfg.bgp.speaker if cfg.bgp is not None else None,
         "dataplane": cfg.dataplane.kind if cfg.dataplane is not None else None,
         "installed_plugins": {g: sorted(plugins.available(g)) for g in plugins.GROUPS},

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
@@ -33,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from cand.backoff import Backoff
 from cand.engine.events import CostSampled
 from cand.engine.probe import ProbeBook, TokenBucket
 from cand.model import RouterId
@@ -49,6 +51,8 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 ANCILLARY = socket.CMSG_SPACE(16)
 RETRY = 2.0
 """Seconds before a socket that could not be made is tried again."""
+BIND_RETRY_CAP = 30.0
+"""Seconds between two tries to bind the responder, at most."""
 MAX_SENDERS = 4096
 """Senders the responder keeps a rate bucket for (the oldest is forgotten first)."""
 
@@ -254,7 +258,7 @@ class ProbeCostSource:
 
 
 class ProbeResponder:
-    """Answers probes at this router (`[network_cost.probe] responder = true`)."""
+    """Answers probes at this router (`[network_cost.probe] responder`: `auto` at egresses)."""
 
     name = "probe-responder"
 
@@ -267,10 +271,13 @@ class ProbeResponder:
             "answered": 0,
             "refused": 0,
             "rate_limited": 0,
+            "malformed": 0,
             "send_errors": 0,
+            "bind_failures": 0,
         }
         self.refused: dict[str, int] = {}
         self.bound = False
+        self.bind_error: str | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> ProbeResponder:
@@ -281,31 +288,35 @@ class ProbeResponder:
             "kind": self.name,
             "listen": f"[{self.me}]:{self.cfg.port}",
             "bound": self.bound,
+            "bind_error": self.bind_error,
             **self.counters,
             "refused_by_reason": dict(sorted(self.refused.items())),
         }
 
     async def run(self) -> None:
+        """Bind, then answer until cancelled. A bind that fails (the address not configured
+        yet, the port taken by another daemon in this namespace) is logged as an error when
+        it first fails or fails differently, counted (`bind_failures`) and tried again with
+        backoff: the responder never ends cand."""
         loop = asyncio.get_running_loop()
+        backoff = Backoff(RETRY, BIND_RETRY_CAP)
         while True:
             try:
-                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                sock = self._bind()
             except OSError as e:
-                log.error("event=probe_responder_failed error=%r", e)
-                await asyncio.sleep(RETRY)
-                continue
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                sock.bind((str(self.me), self.cfg.port))
-            except OSError as e:
-                sock.close()
-                # the router address may not be configured yet: try again, do not end cand
-                log.warning("event=probe_responder_bind_failed address=%s error=%r", self.me, e)
-                await asyncio.sleep(RETRY)
+                self.counters["bind_failures"] += 1
+                error = f"{errno.errorcode.get(e.errno or 0, e.errno)}: {e.strerror or e}"
+                if error != self.bind_error:
+                    log.error(
+                        "event=probe_responder_bind_failed address=%s port=%d error=%r"
+                        " (tried again with backoff; probes to this router are lost meanwhile)",
+                        self.me, self.cfg.port, error,
+                    )  # fmt: skip
+                self.bind_error = error
+                await asyncio.sleep(backoff.delay())
                 continue
             break
-        self.bound = True
+        self.bound, self.bind_error = True, None
         log.info("event=probe_responder_listening address=%s port=%d", self.me, self.cfg.port)
         loop.add_reader(sock.fileno(), self._readable, sock)
         try:
@@ -314,6 +325,17 @@ class ProbeResponder:
             loop.remove_reader(sock.fileno())
             sock.close()
             self.bound = False
+
+    def _bind(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.bind((str(self.me), self.cfg.port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def _refuse(self, reason: str) -> None:
         self.counters["refused"] += 1
@@ -343,6 +365,7 @@ class ProbeResponder:
             try:
                 p = wire.decode(data)
             except wire.ProbeError as e:
+                self.counters["malformed"] += 1
                 self._refuse(e.reason)
                 continue
             try:

@@ -19,10 +19,18 @@ from cand.model import InstanceKey
 class PolicyParams:
     """Knobs shared by the built-in policies (the `[decision]` config table)."""
 
-    cost_scale: float = 10.0
-    """Network cost at which an instance is worth half as much to `weighted` (e.g. 10 ms)."""
+    cost_scale: float = 100.0
+    """Network cost (ms) at which an instance is worth half as much to `weighted`. Set it to
+    about the service's completion time under load: a millisecond of round trip is only
+    worth moving a flow for against the queueing it causes where the flow goes. 10 ms, the
+    old default, made a 40 ms reroute of the biggest egress cut its worth to a quarter and
+    pushed flows onto small instances whose queues cost more (bench/README, network cost)."""
     network_weight: float = 10.0
-    """Per-mille of load that one unit of network cost is worth to `min-cost`."""
+    """Per-mille of load that one ms of network cost is worth to `min-cost`. Lowering it to 1
+    stops a 40 ms reroute of the biggest egress from herding flows onto small instances
+    (probe-cost p99 12x -> 1.03x of static) but costs 10-40 % p99 with stale reports, where
+    the network spread is what keeps ingresses from all picking the same instance
+    (bench/README, network cost): kept at 10; `weighted` is the policy to use."""
     overload: float = 0.95
     """Load from which `weighted` gives an instance no new flow while a sibling has room."""
     hysteresis: float = 0.05

@@ -71,9 +71,12 @@ def test_cost_follows_the_ospf_metric_live(topo: Topology, tmp_path: Path, base:
     for n, (ns, ifs) in enumerate(((r1, [i12, i13]), (r2, [i21, i23]), (r3, [i31, i32])), 1):
         topo.exec(ns, "ip", "-6", "addr", "add", f"fc00:ff::{n}/128", "dev", "lo")
         frr[f"r{n}"] = start_ospf6(topo, ns, f"r{n}", f"10.0.0.{n}", ifs, base)
+    # cost_scale 10 ms: a 2.5 ms step (metric 20 -> 25 at 0.5 ms each) moves the weights
+    # by more than the hysteresis (at the default 100 ms it is worth 1 % of the flows)
     extra = f"""
 [decision]
 hysteresis = 0.01
+cost_scale = 10
 [network_cost]
 source = "igp"
 [network_cost.igp]

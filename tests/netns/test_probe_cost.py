@@ -1,7 +1,8 @@
 """The probe cost source on the kernel: an ingress r1 and two egresses r2, r3, each egress
 behind a delay relay (test tool `cand_testbed.delay_relay`, user space: this kernel has no
 netem) in a namespace of its own. cand at r1 learns one instance behind each egress from BGP
-(a raw peer) and probes each egress over its SRv6 SID; cand at r2 and r3 runs the responder.
+(a raw peer) and probes each egress over its SRv6 SID; cand at r2 and r3 runs the responder,
+as every egress does by default.
 
 - the RTT cand measures matches the delay the relay adds within 1 ms;
 - shifting the delays moves the new-flow weights towards the faster egress;
@@ -86,9 +87,7 @@ socket = "{tmp}/r{n}.sock"
 listen = ""
 [dataplane]
 kind = "none"
-[network_cost.probe]
-responder = true
-""")
+""")  # the responder runs at an egress by default (responder = "auto")
     return path
 
 
@@ -109,7 +108,6 @@ hysteresis = 0.01
 [network_cost]
 source = "probe"
 [network_cost.probe]
-responder = true
 rate = 20
 jitter = 0.2
 timeout = {TIMEOUT}
@@ -221,6 +219,10 @@ min_interval = 0.2
         (src,) = st["cost_sources"]
         assert src["kind"] == "probe" and src["refused"] == 0 and src["send_errors"] >= 0
         assert src["sent"] <= (time.monotonic() - t0 + 60) * 2 * 20  # bounded by the rate
+        assert st["responders"] == []  # an ingress only: `auto` runs no responder
+        for n in (2, 3):  # the egresses answered with no setting of their own
+            (resp,) = (await request(tmp_path / f"r{n}.sock", "status"))["responders"]
+            assert resp["bound"] and resp["answered"] > 0 and resp["bind_failures"] == 0
 
     try:
         asyncio.run(scenario())

@@ -67,6 +67,9 @@ class _View:
     def services_json(self) -> list[dict[str, Any]]:
         return _services()
 
+    def cost_json(self) -> list[dict[str, Any]]:
+        return []
+
 
 def test_prometheus_exports_l2_scores_per_service() -> None:
     reg = CollectorRegistry()

@@ -25,7 +25,7 @@ def test_weighted_counts_capacity_and_network_cost() -> None:
     small = cand(2, cpu=0.0, capacity=100)  # spare 100
     e = decide(SPEC, [big, small], Weighted(P), None, 0.05)
     assert weights(e) == {1: 667, 2: 333}
-    far = cand(1, cpu=0.5, capacity=400, cost=10.0)  # worth half: 100
+    far = cand(1, cpu=0.5, capacity=400, cost=100.0)  # cost_scale away, worth half: 100
     e = decide(SPEC, [far, small], Weighted(P), None, 0.05)
     assert weights(e) == {1: 500, 2: 500}
 

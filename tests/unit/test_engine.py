@@ -85,10 +85,10 @@ def test_ingress_steers_remote_paths_by_cost() -> None:
     e.handle(RouteLearned("rr", route(1, egress=R2, cpu=0.5)), 0.0)
     eff = e.handle(RouteLearned("rr", route(2, egress=R3, cpu=0.5)), 0.0)
     assert of(eff, ProgramService)[0].entry.weights == {key(1).binding: 500, key(2).binding: 500}
-    eff = e.handle(CostChanged(R3, 10.0), 1.0)
+    eff = e.handle(CostChanged(R3, 30.0), 1.0)
     w = of(eff, ProgramService)[0].entry.weights
     assert w[key(1).binding] > w[key(2).binding]
-    assert e.handle(CostChanged(R3, 10.0), 2.0) == []  # same cost: nothing to do
+    assert e.handle(CostChanged(R3, 30.0), 2.0) == []  # same cost: nothing to do
 
 
 def test_withdraw_and_own_reflected_paths() -> None:

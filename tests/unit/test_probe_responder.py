@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 import time
+from typing import Any
 
+import pytest
+
+from cand.adapters import probe as probe_adapter
 from cand.adapters.probe import ProbeResponder
-from cand.config import ProbeCostConfig
+from cand.config import Config, ConfigError, ProbeCostConfig
 from cand.wire import probe as wire
+from cand.wiring import build_adapters, plan
+from cand.wiring import check as wiring_check
 
 LO = ipaddress.IPv6Address("::1")
 
@@ -80,3 +87,80 @@ def test_responder_answers_refuses_and_rate_limits() -> None:
         assert not r.bound
 
     asyncio.run(scenario())
+
+
+def test_a_port_taken_is_an_error_counted_and_retried_not_the_end(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two daemons in one namespace, or a stray socket on the port: the responder logs the
+    error once, counts each failed try, keeps trying, and binds once the port is free."""
+    monkeypatch.setattr(probe_adapter, "RETRY", 0.02)
+    port = free_port()
+    r = ProbeResponder(ProbeCostConfig(port=port), LO)
+
+    async def scenario() -> None:
+        holder = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        holder.bind(("::1", port))
+        task = asyncio.create_task(r.run())
+        for _ in range(500):
+            if r.counters["bind_failures"] >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert not r.bound and not task.done()
+        assert r.counters["bind_failures"] >= 3
+        assert r.bind_error is not None and "EADDRINUSE" in r.bind_error
+        assert r.status()["bind_error"] == r.bind_error
+        errors = [m for m in caplog.messages if "probe_responder_bind_failed" in m]
+        assert len(errors) == 1, errors  # the same error is not logged again on every try
+        holder.close()
+        for _ in range(500):
+            if r.bound:
+                break
+            await asyncio.sleep(0.01)
+        assert r.bound and r.bind_error is None
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            s.bind(("::1", 0))
+            assert await exchange(s, b"\x00" * 10, port) is None
+            good = wire.encode(wire.Probe(wire.Kind.PROBE, 1, 1, LO, time.time_ns()))
+            assert await exchange(s, good, port) is not None
+        assert r.counters["malformed"] == 1 and r.counters["answered"] == 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.ERROR, logger="cand.probe"):
+        asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("router", "responder", "runs"),
+    [
+        ({"id": "fc00:ff::2", "roles": ["egress"], "locator": "fc00:0:2::/48"}, "auto", True),
+        ({"id": "fc00:ff::1", "roles": ["ingress"]}, "auto", False),
+        ({"id": "10.0.0.1", "roles": ["ingress"]}, "auto", False),
+        ({"id": "10.0.0.2", "roles": ["egress"], "locator": "fc00:0:2::/48"}, "auto", False),
+        ({"id": "fc00:ff::1", "roles": ["ingress"]}, True, True),
+        ({"id": "fc00:ff::2", "roles": ["egress"], "locator": "fc00:0:2::/48"}, False, False),
+    ],
+)
+def test_the_responder_runs_at_egresses_by_default(
+    router: dict[str, Any], responder: bool | str, runs: bool
+) -> None:
+    cfg = Config.model_validate(
+        {"router": router, "network_cost": {"probe": {"responder": responder}}}
+    )
+    assert cfg.responds is runs
+    assert any(isinstance(r, ProbeResponder) for r in build_adapters(cfg).responders) is runs
+    assert plan(cfg)["probe_responder"] is runs
+    wiring_check(cfg)  # an ingress with an IPv4 router id needs no responder: valid
+
+
+def test_a_responder_asked_for_on_an_ipv4_router_id_is_refused_by_field() -> None:
+    cfg = Config.model_validate(
+        {"router": {"id": "10.0.0.1", "roles": ["ingress"]},
+         "network_cost": {"probe": {"responder": True}}}
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        wiring_check(cfg)
+    assert "network_cost.probe" in str(e.value) and "IPv6 router id" in str(e.value)
