@@ -9,6 +9,11 @@ instance), and mosquitto killed with kill -9 and started again every `--broker-r
 seconds. cand's RSS, open fds and asyncio tasks are sampled every `--every` seconds; the
 growth is the slope of a least-squares line through the RSS samples after the first minute
 (start-up allocations are not growth). Results: `results/soak_loopback.json`.
+
+`--trace N`: the daemon runs inside this process instead (the same `Daemon`, built from the
+same file), tracemalloc takes a snapshot after the first minute and at the end, and the N
+source lines of `cand` whose allocations grew most are printed (the agents' own are left out).
+Results then: `results/soak_loopback_trace.json`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +88,26 @@ def start_cand(conf: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+async def in_process(conf: Path) -> tuple[asyncio.Task[Any], Any]:
+    from cand import config as configmod
+    from cand.daemon import Daemon
+    from cand.wiring import build_adapters
+
+    cfg = configmod.load(conf)
+    daemon = Daemon(cfg, build_adapters(cfg), config_path=conf)
+    return asyncio.create_task(daemon.run(), name="daemon-under-test"), daemon
+
+
+def grown(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int) -> list[str]:
+    """The lines of cand's daemon (not its agent library) whose live allocations grew most."""
+    keep = [
+        tracemalloc.Filter(True, "*/cand/*"),
+        tracemalloc.Filter(False, "*/cand/agent/*"),
+    ]
+    stats = after.filter_traces(keep).compare_to(before.filter_traces(keep), "lineno")
+    return [str(s) for s in stats[:top]]
+
+
 def sample(pid: int, tasks: int | None, t0: float) -> dict[str, Any]:
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:"))
@@ -124,7 +150,13 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     broker.start()
     conf = tmp / "cand.toml"
     conf.write_text(config(tmp, port))
-    cand = start_cand(conf, tmp / "cand.log")
+    task, cand = None, None
+    if args.trace:
+        task, _ = await in_process(conf)
+    else:
+        cand = start_cand(conf, tmp / "cand.log")
+    pid = os.getpid() if cand is None else cand.pid
+    snaps: list[tracemalloc.Snapshot] = []
     sock = tmp / "cand.sock"
     samples: list[dict[str, Any]] = []
     restarts = 0
@@ -162,20 +194,31 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 restarts += 1
                 next_restart += args.broker_restart
             st = await request(sock, "status")
-            samples.append(sample(cand.pid, st.get("tasks"), t0))
+            samples.append(sample(pid, st.get("tasks"), t0))
+            if args.trace and not snaps and time.monotonic() - t0 >= 60:
+                tracemalloc.start(args.frames)
+                snaps.append(tracemalloc.take_snapshot())
             s = samples[-1]
             print(f"{s['t']:7.0f} s  rss {s['rss_kb']} kB  fds {s['fds']}  tasks {s['tasks']}")
         stop.set()
         sent = sum(await asyncio.gather(*agents))
         final = await request(sock, "status")
+        if snaps:
+            snaps.append(tracemalloc.take_snapshot())
+            tracemalloc.stop()
     finally:
         stop.set()
-        cand.terminate()
-        try:
-            cand.wait(20)
-        except subprocess.TimeoutExpired:
-            cand.kill()
-            cand.wait()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if cand is not None:
+            cand.terminate()
+            try:
+                cand.wait(20)
+            except subprocess.TimeoutExpired:
+                cand.kill()
+                cand.wait()
         broker.stop()
     late = [(s["t"], float(s["rss_kb"])) for s in samples if s["t"] >= 60]
     return {
@@ -191,8 +234,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "rss_kb_per_min_fit": round(slope_per_min(late), 2),
         "fds": sorted({s["fds"] for s in samples}),
         "tasks": sorted({s["tasks"] for s in samples if s["tasks"] is not None}),
-        "cand_counters": {k: final.get(k) for k in ("reloads",) if k in final},
         "status": final,
+        "in_process": bool(args.trace),
+        "tracemalloc_top_growth": grown(snaps[0], snaps[1], args.trace) if len(snaps) == 2 else [],
     }
 
 
@@ -202,6 +246,8 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=10.0, help="reports/s per instance")
     p.add_argument("--broker-restart", type=float, default=180.0, help="seconds between")
     p.add_argument("--every", type=float, default=15.0, help="seconds between samples")
+    p.add_argument("--trace", type=int, default=0, help="in process: top N growing lines")
+    p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per trace")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="cand-soak-") as d:
         out = asyncio.run(run(args, Path(d)))
@@ -211,7 +257,9 @@ def main() -> None:
         f"fds {out['fds']}, tasks {out['tasks']}; {out['reports_sent']} reports, "
         f"{out['broker_restarts']} broker restarts"
     )
-    print(save("soak_loopback", out))
+    for line in out["tracemalloc_top_growth"]:
+        print(line)
+    print(save("soak_loopback_trace" if args.trace else "soak_loopback", out))
 
 
 if __name__ == "__main__":
