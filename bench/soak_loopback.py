@@ -108,6 +108,12 @@ def grown(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int) -
     return [str(s) for s in stats[:top]]
 
 
+def end_gobgpd(pid_file: Path) -> None:
+    """The gobgpd cand started, if it outlived cand (an in-process daemon is only cancelled)."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+
+
 def sample(pid: int, tasks: int | None, t0: float) -> dict[str, Any]:
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:"))
@@ -220,6 +226,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 cand.kill()
                 cand.wait()
         broker.stop()
+        end_gobgpd(tmp / "gobgpd.sock.pid")
     late = [(s["t"], float(s["rss_kb"])) for s in samples if s["t"] >= 60]
     return {
         "minutes": args.minutes,
