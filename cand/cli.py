@@ -34,8 +34,10 @@ how cand ends, as peers and flows see it:
   SIGHUP, `cand reload`
       read the config file again and apply it in place: services added, removed or changed,
       policies, damping, costs, limits and the log level; no flow moves. A file that does
-      not validate is refused and the running configuration stays. Changes to [router],
-      [mqtt], [bgp], [dataplane], [api] and [prometheus] are reported as needing `cand restart`.
+      not validate is refused and the running configuration stays. [[bgp.neighbors]] are
+      changed in place with either speaker (only the sessions that changed are touched).
+      Other changes to [router], [mqtt], [bgp], [dataplane], [api] and [prometheus] are
+      reported as needing `cand restart`.
   kill -9
       nothing is withdrawn; gobgpd (its own session) keeps running and is adopted by the next
       cand; ExaBGP loses its process and is ended by the next cand; peers keep the paths

@@ -133,13 +133,15 @@ class ExabgpSpeaker:
         self.egress = setup.router
         self.locator_len = setup.locator_len
         self.edge_capability = setup.bgp.edge_metadata_capability
-        self.edge_peers = [n.address for n in setup.bgp.neighbors if n.edge_metadata]
-        self.plain_peers = [n.address for n in setup.bgp.neighbors if not n.edge_metadata]
+        self.edge_peers: list[str] = []
+        self.plain_peers: list[str] = []
+        self._set_peer_lists()
         self.out = AdjRibOut()  # the paths cand wants announced
         self.held: dict[InstanceKey, InstanceRoute] = {}  # what the running ExaBGP was told
         self._held_by: int | None = None  # the pid of the ExaBGP `held` is about
         self.received: dict[str, AdjRibIn] = {}
         self.up: set[str] = set()
+        self.ups: dict[str, int] = {}  # sessions established, by peer (a reset shows here)
         self.rejected: dict[str, int] = {}  # malformed received paths, by reason
         self.counters = {
             "advertised": 0,
@@ -163,6 +165,10 @@ class ExabgpSpeaker:
         # ExaBGP starts, time for the instances' reports to come back after a restart
         self._eor_after = 0.0
         self._eor_due: set[str] = set()
+        self._conf: Path | None = None  # ExaBGP's configuration file and cand's socket
+        self._sock: Path | None = None
+        self._shown: asyncio.Future[list[Any]] | None = None  # a `show neighbor json` answer
+        self._neighbors_lock = asyncio.Lock()
 
     @classmethod
     def from_config(cls, config: Config) -> ExabgpSpeaker:
@@ -195,6 +201,7 @@ class ExabgpSpeaker:
         # an UPDATE of 64 KiB (RFC 8654) is 128 KiB of hex in one JSON line
         server = await asyncio.start_unix_server(self._bridge, path=str(sock), limit=1 << 20)
         conf.write_text(self.render(sock))
+        self._conf, self._sock = conf, sock
         backoff = Backoff(first=0.5, cap=10.0)
         self.child = child
         try:
@@ -295,11 +302,98 @@ class ExabgpSpeaker:
             )
         return "\n".join(out)
 
+    def _set_peer_lists(self) -> None:
+        self.edge_peers = [n.address for n in self.bgp.neighbors if n.edge_metadata]
+        self.plain_peers = [n.address for n in self.bgp.neighbors if not n.edge_metadata]
+
     def live_neighbors(self) -> bool:
-        return False  # not done for ExaBGP yet: `cand restart` applies them (moves no flow)
+        return True
 
     async def set_neighbors(self, neighbors: Sequence[NeighborConfig]) -> None:
-        raise NotImplementedError("exabgp: neighbours change with `cand restart`")
+        """`cand reload`: ExaBGP's own reload (the `reload` command, as SIGUSR1) re-reads its
+        configuration in place: a neighbour that is gone is closed, a new one started, a
+        changed one reset, the others and cand's process are left alone and keep what they
+        were sent. A removed session is closed without a NOTIFICATION (so the peer would keep
+        cand's paths under graceful restart): they are withdrawn from it first. A new or
+        changed neighbour may start with nothing: every path cand announces is sent to it."""
+        async with self._neighbors_lock:
+            await self._set_neighbors(neighbors)
+
+    async def _set_neighbors(self, neighbors: Sequence[NeighborConfig]) -> None:
+        if self._writer is None or self._conf is None or self._sock is None:
+            raise RuntimeError("exabgp is not running yet (starting?): try again")
+        have = {n.address: n for n in self.bgp.neighbors}
+        new = {n.address: n for n in neighbors}
+        gone = sorted(set(have) - set(new))
+        fresh = sorted(a for a in new if have.get(a) != new[a])
+        if not gone and not fresh:
+            return
+        if gone and self.held:
+            selector = ", ".join(f"neighbor {a}" for a in gone)
+            self._send_many([f"{selector} {withdraw_command(k, self.egress)}" for k in self.held])
+            await self._flush(timeout=5.0)
+        self.bgp = self.bgp.model_copy(update={"neighbors": tuple(neighbors)})
+        self._set_peer_lists()
+        was_up = [a for a in gone if a in self.up]
+        self.up.difference_update(gone)  # their "down" is a removal: not kept stale
+        self._eor_due.difference_update(gone)
+        self._conf.write_text(self.render(self._sock))
+        self._send("reload")
+        await self._flush(timeout=5.0)
+        await self._until_peers(set(new), timeout=10.0)
+        for addr in gone:
+            self.received.pop(addr, None)
+            self.ups.pop(addr, None)
+            log.info("event=exabgp_peer_removed peer=%s", addr)
+        if self._emit is not None:
+            for addr in was_up:
+                await self._emit(PeerDown(addr, 0.0))
+        lines = [line for r in self.held.values() for line in self._lines_to(r, fresh)]
+        self._send_many(lines)
+        await self._flush(timeout=5.0)
+        log.info(
+            "event=exabgp_neighbors_set removed=%s new_or_changed=%s paths_sent=%d",
+            ",".join(gone) or "-",
+            ",".join(fresh) or "-",
+            len(lines),
+        )
+
+    async def _flush(self, timeout: float) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+        await self._acknowledged(timeout=timeout)
+
+    async def _until_peers(self, want: set[str], timeout: float) -> None:
+        """Ask ExaBGP for its peers until they are `want` (its reload runs on a later turn
+        of its loop than the command, and waits for pending updates to leave first)."""
+        norm = {str(ipaddress.ip_address(a)) for a in want}
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            self._shown = asyncio.get_running_loop().create_future()
+            if not self._send("show neighbor json"):
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    got = await self._shown
+                    seen = {str(p.get("peer", {}).get("address", "")) for p in got}
+                    if seen == norm:
+                        return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"exabgp did not take the new neighbours (it has {sorted(seen)})")
+
+    def _lines_to(self, route: InstanceRoute, peers: Sequence[str]) -> list[str]:
+        """The commands that announce `route` to `peers` only, each with or without
+        attribute 42 as its neighbour asks."""
+        edge = [p for p in peers if p in self.edge_peers]
+        plain = [p for p in peers if p not in self.edge_peers]
+        out = []
+        if edge:
+            out.append(command(route, self.asn, self.locator_len, self.edge_capability, edge))
+        if plain:
+            out.append(command(route, self.asn, self.locator_len, None, plain))
+        return out
 
     async def stop(self, mode: StopMode) -> None:
         """STOP: withdraw every path, wait for ExaBGP's acknowledgements and a moment for the
@@ -466,6 +560,14 @@ class ExabgpSpeaker:
             if text == b"error":
                 self.counters["command_errors"] += 1
             return
+        if text.startswith(b"[") and self._shown is not None and not self._shown.done():
+            try:  # the answer to `show neighbor json`
+                shown = json.loads(text)
+            except (ValueError, RecursionError):
+                shown = None
+            if isinstance(shown, list) and all(isinstance(p, dict) for p in shown):
+                self._shown.set_result(shown)
+            return
         if not text.startswith(b"{"):
             return  # anything else that is not an event
         try:
@@ -487,6 +589,7 @@ class ExabgpSpeaker:
         assert self._emit is not None
         if state == "up":
             self.up.add(peer)
+            self.ups[peer] = self.ups.get(peer, 0) + 1
             self._eor_due.add(peer)
             log.info("event=exabgp_peer_up peer=%s", peer)
             await self._end_of_rib()
@@ -538,6 +641,9 @@ class ExabgpSpeaker:
             "connected": self._writer is not None,
             "peers_up": len(self.up),
             "peers": len(self.bgp.neighbors),
+            "exabgp_pid": self.child.pid if self.child is not None else None,
+            "neighbors": {n.address: n.address in self.up for n in self.bgp.neighbors},
+            "session_ups": {n.address: self.ups.get(n.address, 0) for n in self.bgp.neighbors},
             "rib_out": len(self.out),
             **self.counters,
             "rejected": dict(self.rejected),
