@@ -37,13 +37,18 @@ INGRESSES = ("dr1", "dr2")
 
 class Fig2:
     def __init__(
-        self, speaker: str = "gobgp", name: str | None = None, reflector: str = "frr"
+        self,
+        speaker: str = "gobgp",
+        name: str | None = None,
+        reflector: str = "frr",
+        keepalive: int = 10,
     ) -> None:
         """`name` runs the lab under a name of its own (namespaces `clab-<name>-<node>`, run
         directory `/run/cand/<name>`), so that it can run beside another copy of the lab.
         `reflector` is what runs BGP on rr: "frr" (FRR's bgpd), "gobgp" (a plain gobgpd with
         the same sessions, `rr-gobgpd.toml`) or "none" (no reflector: dr1..dr3 peer with each
-        other directly, a full iBGP mesh; rr only forwards)."""
+        other directly, a full iBGP mesh; rr only forwards). `keepalive` is the instances'
+        MQTT keepalive (seconds): what finds an instance whose host went silent."""
         if reflector not in REFLECTORS:
             raise ValueError(f"reflector {reflector!r}: one of {', '.join(REFLECTORS)}")
         self.lab = clab.load(LAB_DIR)
@@ -52,6 +57,7 @@ class Fig2:
         self.run = clab.run_dir(self.lab.name)
         self.speaker = speaker
         self.reflector = reflector
+        self.keepalive = keepalive
         self.spawned: list[subprocess.Popen[bytes]] = []
 
     # --- the lab ----------------------------------------------------------------------------
@@ -59,6 +65,7 @@ class Fig2:
     def up(self) -> None:
         os.environ["CAND_LAB_SPEAKER"] = self.speaker
         os.environ["CAND_LAB_REFLECTOR"] = self.reflector
+        os.environ["CAND_LAB_KEEPALIVE"] = str(self.keepalive)  # instance.sh, every instance
         with contextlib.suppress(clab.LabError):
             clab.down(self.lab.name)  # a lab left over by a killed run
         clab.up(self.lab)
