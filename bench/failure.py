@@ -58,7 +58,7 @@ from typing import Any
 from cand_testbed.fig2 import WEB, Fig2
 
 from bench.common import need_netns, save, summary, table
-from bench.lablegs import Kernel, Watch, lane_started
+from bench.lablegs import Kernel, Lines, Watch, lane_started
 
 PARTS = ("detection", "egress_hold", "bgp_withdraw", "kernel", "last_flow", "kernel_total")
 FROZEN_PARTS = ("heard", *PARTS, "back")
@@ -139,6 +139,7 @@ def frozen_one(lab: Fig2, watch: Watch, kernel: Kernel, gap: float, how: str) ->
     lead = random.uniform(0.8, 1.5)
     horizon = 1.5 * lab.keepalive + 10.0  # the will is due by 1.5 x keepalive; slack for it
     load = lab.load("c1", [WEB], rate=1 / gap, keep=0, duration=lead + horizon + FLOW_TIMEOUT)
+    lines = Lines(load)  # read as it comes: a full pipe would stop the load at ~300 flows
     try:
         time.sleep(lead)
         freeze(lab, how)
@@ -158,12 +159,13 @@ def frozen_one(lab: Fig2, watch: Watch, kernel: Kernel, gap: float, how: str) ->
         time.sleep(max(0.0, at + FLOW_TIMEOUT + 0.5 - time.monotonic()))
     finally:
         load.terminate()
-        out, _ = load.communicate(timeout=30)
+        load.wait(30)
+        lines.thread.join(30)
     thawed = time.monotonic()
     thaw(lab, how)
     until_both(lab)
     back = time.monotonic() - thawed
-    rows = flows(out)
+    rows = flows("\n".join(line for _, line in lines.drain()))
     before = [r for r in rows if r["at"] < frozen]
     after = [r for r in rows if r["start"] >= frozen]
     # a new flow whose SYN dr1 steered to web-3 is not answered: it fails (timed out, or
