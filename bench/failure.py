@@ -5,7 +5,7 @@
 
 (`--reflector`, `--direct`: what carries the routes between the D-Routers, as in
 bench.reaction; results in `failure.json`, `failure_gobgp.json` or `failure_direct.json`;
-with `--freeze`, `failure_freeze[_gobgp|_direct][_ka<N>].json`.)
+with `--freeze`, `failure_freeze[_stop][_gobgp|_direct][_ka<N>].json`.)
 
 In the Figure-2 lab, c1 opens a new TCP connection to the web D-SID every `--gap` seconds
 (one request each, each on its own: `python -m cand_testbed.load`, 3 s timeout) and records
@@ -136,6 +136,9 @@ def thaw(lab: Fig2, how: str) -> None:
 
 def frozen_one(lab: Fig2, watch: Watch, kernel: Kernel, gap: float, how: str) -> dict[str, Any]:
     """One silent loss of web-3's host, measured as `one` measures a kill, and its return."""
+    # mosquitto 2.0 sweeps its clients' keepalives every 6 s: freeze at a random phase of the
+    # sweep, not at the one each run's fixed length would lock (the previous will was a sweep)
+    time.sleep(random.uniform(0.0, 6.0))
     lead = random.uniform(0.8, 1.5)
     horizon = 1.5 * lab.keepalive + 10.0  # the will is due by 1.5 x keepalive; slack for it
     load = lab.load("c1", [WEB], rate=1 / gap, keep=0, duration=lead + horizon + FLOW_TIMEOUT)
@@ -285,7 +288,7 @@ def main() -> None:
         "keepalive_s": a.keepalive,
     }
     if a.freeze:
-        name = name.replace("failure", "failure_freeze", 1)
+        name = name.replace("failure", "failure_freeze" + ("_stop" if a.freeze == "stop" else ""))
         if a.keepalive != 10:
             name += f"_ka{a.keepalive}"
         data = report_frozen(m, a.freeze, a.keepalive, gap)
