@@ -55,3 +55,24 @@ def test_failure_runs(tmp_path: Path) -> None:
         assert r["served_by_web3_before"] > 0, r  # web-3 took new flows until then
         assert r["flows_after_kill"] > 0
         assert r["kernel_total"] > 0  # dr1's kernel stopped steering to web-3
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("how", ["drop", "stop"])
+def test_freeze_runs(tmp_path: Path, how: str) -> None:
+    """web-3's host goes silent once (2-s keepalive: the will is due in seconds), is found by
+    the broker's keepalive alone, and comes back once thawed."""
+    data = run(
+        tmp_path, "bench.failure", "--freeze", how, "--runs", "1", "--keepalive", "2",
+        result="failure_freeze" + ("_stop" if how == "stop" else "") + "_ka2",
+    )  # fmt: skip
+    assert data["freeze"] == how and data["keepalive_s"] == 2
+    (r,) = data["runs"]
+    assert r["failed_before_freeze"] == 0, r  # nothing failed until the freeze
+    assert r["served_by_web3_before"] > 0, r  # web-3 took new flows until then
+    assert r["served_by_web3_after"] == 0, r  # and none once silent: nothing answers
+    assert r["flows_to_frozen"] > 0, r  # dr1 still steered some there until the will
+    legs = [r[k] for k in ("detection", "egress_hold", "bgp_withdraw", "kernel")]
+    assert all(v >= 0 for v in legs), r
+    assert abs(sum(legs) - r["kernel_total"]) < 0.01, r
+    assert r["back"] > 0  # thawed, web-3 is steered to again

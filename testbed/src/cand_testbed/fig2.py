@@ -43,6 +43,7 @@ class Fig2:
         name: str | None = None,
         reflector: str = "frr",
         dataplane: str = "linux",
+        keepalive: int = 10,
     ) -> None:
         """`name` runs the lab under a name of its own (namespaces `clab-<name>-<node>`, run
         directory `/run/cand/<name>`), so that it can run beside another copy of the lab.
@@ -50,7 +51,9 @@ class Fig2:
         the same sessions, `rr-gobgpd.toml`) or "none" (no reflector: dr1..dr3 peer with each
         other directly, a full iBGP mesh; rr only forwards). `dataplane` is dr1's, where c1's
         flows enter: "linux" (the kernel's, as every D-Router) or "p4" (a BMv2 switch running
-        p4/cand.p4 on dr1's data ports, programmed by dr1's cand: `p4.sh`)."""
+        p4/cand.p4 on dr1's data ports, programmed by dr1's cand: `p4.sh`). `keepalive` is
+        the instances' MQTT keepalive (seconds): what finds an instance whose host went
+        silent."""
         if reflector not in REFLECTORS:
             raise ValueError(f"reflector {reflector!r}: one of {', '.join(REFLECTORS)}")
         if dataplane not in DATAPLANES:
@@ -62,6 +65,7 @@ class Fig2:
         self.speaker = speaker
         self.reflector = reflector
         self.dataplane = dataplane
+        self.keepalive = keepalive
         self.spawned: list[subprocess.Popen[bytes]] = []
 
     # --- the lab ----------------------------------------------------------------------------
@@ -70,6 +74,7 @@ class Fig2:
         os.environ["CAND_LAB_SPEAKER"] = self.speaker
         os.environ["CAND_LAB_REFLECTOR"] = self.reflector
         os.environ["CAND_LAB_DR1_DATAPLANE"] = self.dataplane
+        os.environ["CAND_LAB_KEEPALIVE"] = str(self.keepalive)  # instance.sh, every instance
         with contextlib.suppress(clab.LabError):
             clab.down(self.lab.name)  # a lab left over by a killed run
         clab.up(self.lab)

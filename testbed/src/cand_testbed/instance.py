@@ -9,7 +9,9 @@ and reports its load through the metric agent (D-MA) like any service that impor
 keep-alive connection is served as long as the client keeps it open, so long-lived flows can
 be followed. The control socket (one line per command, `ok` back) changes what is reported:
 `cpu 0.95`, `capacity 200`, `draining`, `up`. Sessions (open connections) are reported as
-they change. Killing the process with kill -9 is what its broker's Last Will is for.
+they change. Killing the process with kill -9 is what its broker's Last Will is for; a host
+that goes silent is found by the MQTT keepalive (`--keepalive`: the broker fires the will
+after 1.5 times it without a packet).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 from pathlib import Path
 
 from cand.agent import MetricAgent
+from cand.mqtt_client import BrokerSettings
 
 log = logging.getLogger("cand_testbed.instance")
 
@@ -90,7 +93,8 @@ class Instance:
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with MetricAgent(args.broker, args.service, args.binding, heartbeat=5) as agent:
+    broker = BrokerSettings.from_url(args.broker, keepalive=args.keepalive)
+    async with MetricAgent(broker, args.service, args.binding, heartbeat=5) as agent:
         inst = Instance(args.name, args.binding, agent, args.cpu)
         await inst.report()
         http = await asyncio.start_server(inst.http, host="::", port=args.port, reuse_address=True)
@@ -118,6 +122,7 @@ def cli() -> None:
     p.add_argument("--port", type=int, default=80)
     p.add_argument("--cpu", type=float, default=0.1, help="the cpu load reported at start")
     p.add_argument("--control", help="unix socket for load changes")
+    p.add_argument("--keepalive", type=int, default=10, help="MQTT keepalive, seconds")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(main(p.parse_args()))
 
