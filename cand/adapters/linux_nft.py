@@ -8,8 +8,10 @@ packet path) are created once and never rewritten, so a reprogram keeps every bi
 
 Per packet, in `prerouting` at the mangle priority:
 
-1. outer packets to one of this egress's SIDs get the SID's slot mark (the kernel's SRH receive
-   path then decapsulates them, and the mark routes the inner packet to its instance);
+1. outer packets to one of this egress's SIDs that carry an IPv6 packet (behind an SRH or
+   not) get the SID's slot mark (the kernel's SRH receive path then decapsulates them, and the
+   mark routes the inner packet to its instance); other packets to a SID, such as a cost
+   probe on its way to the responder, are this router's own and get no mark;
 2. packets that already carry a cand mark (decapsulated here) are left alone;
 3. packets of a flow that was steered (ct mark in cand's range) and has been answered, in the
    client-to-service direction, get that mark back: an established flow follows its first
@@ -127,6 +129,7 @@ def base(
     services: dict[ServiceId, str] | None,
     nat: Sequence[NatRule],
     mss: int | None,
+    probe_port: int | None = None,
 ) -> list[str]:
     """The table's skeleton and shared state, rewritten whole in every transaction.
 
@@ -143,11 +146,16 @@ def base(
         f"add chain {t} prerouting {{ {_hook('filter', 'prerouting', 'mangle')} }}",
         f"add chain {t} forward {{ {_hook('filter', 'forward', 'mangle')} }}",
         f"add chain {t} servicenat {{ {_hook('nat', 'prerouting', 'dstnat')} }}",
+        f"add chain {t} untracked {{ {_hook('filter', 'prerouting', 'raw')} }}",
+        f"flush chain {t} untracked",
         f"flush chain {t} prerouting",
         f"flush chain {t} forward",
         f"flush chain {t} servicenat",
         f"flush map {t} sids",
-        f"add rule {t} prerouting meta mark set ip6 daddr map @sids return",
+        # tunnelled packets only (the inner packet is IPv6, after an SRH or none): anything
+        # else sent to a SID is for this router, e.g. a cost probe whose SRH moves it on to
+        # the responder at the router id; marked, it was routed to the instance instead
+        f"add rule {t} prerouting meta l4proto ipv6 meta mark set ip6 daddr map @sids return",
         f"add rule {t} prerouting meta mark {m} return",
         # the original direction only: replies are routed normally, not back to the instance.
         # Only for a flow that has had an answer (ct state is not `new`): a packet of a flow
@@ -162,6 +170,13 @@ def base(
     ]
     if services is not None:
         out += [f"flush map {t} services", f"flush set {t} dsids"]
+    if probe_port is not None:
+        # a cost probe to this router's responder comes addressed to one of its SIDs, with
+        # an SRH whose next segment is the router id. Conntrack checks a UDP checksum where
+        # the packet is then, against the SID, not the final address the sender summed
+        # over, and the checksum fails at delivery (Udp6InCsumErrors): no probe answered.
+        # Not tracked, it is checked once, by UDP, after the SRH step
+        out.append(f"add rule {t} untracked ip6 nexthdr 43 udp dport {probe_port} notrack")
     if mss is not None:
         for d in ("daddr", "saddr"):
             out.append(

@@ -93,6 +93,50 @@ def test_clients_reach_both_services_over_srv6(lab: Fig2, tmp_path: Path) -> Non
     assert {p[IPv6].src for p in srh} == {"fc00:1::1"}
 
 
+# one probe in the cost source's form (sticky type-4 SRH: the instance's SID, then the
+# responder at the egress's router id), sent from dr1's router address; prints the reply's
+# responder field, or nothing when no reply came within a second
+PROBE_ONCE = """
+import socket, sys, time, ipaddress
+from cand.wire import probe as wire
+me, egress, sid = (ipaddress.IPv6Address(a) for a in sys.argv[1:4])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RTHDR, wire.routing_header(sid, egress))
+s.bind((str(me), 0))
+s.connect((str(egress), int(sys.argv[4])))
+s.settimeout(1.0)
+for seq in range(3):
+    s.send(wire.encode(wire.Probe(wire.Kind.PROBE, 7, seq, me, time.time_ns())))
+    try:
+        print(wire.decode(s.recv(wire.SIZE + 1)).responder)
+        break
+    except TimeoutError:
+        pass
+"""
+
+
+def test_egresses_answer_probes_sent_through_their_instances_sids(lab: Fig2) -> None:
+    """The probe cost source's path through an egress running the Linux data plane: the
+    probe's outer destination is an instance's SID, which that egress's nftables marks for
+    delivery to the instance. Only tunnelled packets may get that mark; a probe must reach
+    the responder (on by default at every egress) at the router id, not the instance."""
+    targets = {
+        (i["egress"], i["sid"])
+        for s in asyncio.run(lab.api("dr1", "services"))
+        for i in s["instances"]
+        if i["egress"] != "fc00:1::1"
+    }
+    assert {e for e, _ in targets} == {"fc00:2::1", "fc00:3::1"}, targets
+    for egress, sid in sorted(targets):
+        out = subprocess.run(
+            ["ip", "netns", "exec", lab.ns("dr1"), sys.executable, "-c", PROBE_ONCE,
+             "fc00:1::1", egress, sid, "8620"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == egress, f"no answer from {egress} via {sid}: {out}"
+
+
 def test_service_nat_and_three_tuple_affinity(lab: Fig2) -> None:
     answers = [lab.once("c1", APP) for _ in range(6)]
     assert len({a["served_by"] for a in answers}) == 1, answers  # 3-tuple: one instance
