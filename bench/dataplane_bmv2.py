@@ -87,10 +87,25 @@ async def _measure(
         await asyncio.sleep(0.3)
         await asyncio.to_thread(connect_times, run, targets, min(20, connects))  # warm-up
         conn = await asyncio.to_thread(connect_times, run, targets, connects)
-        bound = len(dp.bound)
+        bound, digests = await _settled(dp), dp.status()["digests"]
         bps = await asyncio.to_thread(throughput, run, targets, seconds, reps)
         status = dp.status()
-    return {"connect_us": conn, "bits_per_s": bps, "bound_flows": bound, "plugin": status}
+    return {
+        "connect_us": conn,
+        "bits_per_s": bps,
+        "bound_flows": bound,  # after the connects: one per steered connection
+        "digests": digests,  # more: a flow's packets until its binding is written digest too
+        "plugin": status,
+    }
+
+
+async def _settled(dp: Any) -> int:
+    """The plugin's bound flows once the digests of the last connections are written."""
+    last = -1
+    while len(dp.bound) != last:
+        last = len(dp.bound)
+        await asyncio.sleep(0.5)
+    return last
 
 
 def measure(connects: int, seconds: float, reps: int) -> dict[str, Any]:

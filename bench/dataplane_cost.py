@@ -1,6 +1,7 @@
 """Data-plane cost: what cand's steered SRv6 path costs a client, against plain IPv6.
 
-    .venv/bin/python -m bench.dataplane_cost [--connects 3000] [--seconds 5] [--reps 3]  (root)
+    .venv/bin/python -m bench.dataplane_cost [--connects 3000] [--seconds 5] [--reps 3]
+        [--bmv2-connects 500] [--planes linux,bmv2]  (root)
 
 In the Figure-2 lab (real cand, gobgpd, FRR, kernel), web-2 is set draining so that every new
 flow to the web D-SID is steered by dr1 to web-3 (nftables pick, SRv6 H.Encaps by eBPF, the
@@ -8,6 +9,9 @@ egress's decapsulation and delivery). The baseline, in the same run and the same
 the client connecting to web-3's own D-BID, routed natively over the same hops (c1, dr1, rr,
 dr3, web-3). Measured: TCP connect() time to a bare listener (the two targets alternate, one
 connect at a time) and iperf3 bulk throughput (one stream, the targets alternate).
+
+The same clients and measurement through BMv2 (cand.p4 and the cand-p4 plugin) follow in the
+same command, in the P4 tests' rig with its own plain baseline: bench.dataplane_bmv2.
 """
 
 from __future__ import annotations
@@ -170,7 +174,8 @@ def main() -> None:
     if bc is not None:
         print(
             f"BMv2: failed connects: plain {bc['plain']['failed']}, steered "
-            f"{bc['steered']['failed']}; flows bound by digest {out['bmv2']['bound_flows']}. "
+            f"{bc['steered']['failed']}; flows bound by digest {out['bmv2']['bound_flows']} "
+            f"({out['bmv2']['digests']} digests). "
             "BMv2 is a software model: its absolute figures say nothing about Tofino."
         )
     name = "dataplane_cost" if planes == {"linux", "bmv2"} else f"dataplane_cost_{a.planes}"
