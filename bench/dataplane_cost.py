@@ -1,6 +1,7 @@
 """Data-plane cost: what cand's steered SRv6 path costs a client, against plain IPv6.
 
-    .venv/bin/python -m bench.dataplane_cost [--connects 3000] [--seconds 5] [--reps 3]  (root)
+    .venv/bin/python -m bench.dataplane_cost [--connects 3000] [--seconds 5] [--reps 3]
+        [--bmv2-connects 500] [--planes linux,bmv2]  (root)
 
 In the Figure-2 lab (real cand, gobgpd, FRR, kernel), web-2 is set draining so that every new
 flow to the web D-SID is steered by dr1 to web-3 (nftables pick, SRv6 H.Encaps by eBPF, the
@@ -8,22 +9,24 @@ egress's decapsulation and delivery). The baseline, in the same run and the same
 the client connecting to web-3's own D-BID, routed natively over the same hops (c1, dr1, rr,
 dr3, web-3). Measured: TCP connect() time to a bare listener (the two targets alternate, one
 connect at a time) and iperf3 bulk throughput (one stream, the targets alternate).
+
+The same clients and measurement through BMv2 (cand.p4 and the cand-p4 plugin) follow in the
+same command, in the P4 tests' rig with its own plain baseline: bench.dataplane_bmv2.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from typing import Any
 
 from cand_testbed.fig2 import INSTANCES, WEB, Fig2
 
-from bench.common import need_netns, save, summary, table
+from bench.common import need_netns, save, table
+from bench.paths import SINK_PORT, connect_times, throughput
 
-SINK_PORT = 8080
 D_BID = INSTANCES["web-3"][1]
 
 
@@ -35,12 +38,6 @@ async def only_web3(f: Fig2, timeout: float = 20.0) -> None:
             return
         await asyncio.sleep(0.1)
     raise TimeoutError("web-2 still takes new flows at dr1")
-
-
-def iperf(f: Fig2, target: str, seconds: float) -> float:
-    """Bits per second received by the server, one TCP stream from c1."""
-    out = f.sh("c1", "iperf3", "-c", target, "-t", str(seconds), "-J", "--connect-timeout", "3000")
-    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
 
 
 def measure(connects: int, seconds: float, reps: int) -> dict[str, Any]:
@@ -59,72 +56,130 @@ def measure(connects: int, seconds: float, reps: int) -> dict[str, Any]:
         time.sleep(0.3)
         targets = {"steered": WEB, "plain": D_BID}
 
-        def connect(n: int) -> dict[str, dict[str, Any]]:
-            p = f.probe("c1", "connect", WEB, D_BID, "-n", str(n), "--port", str(SINK_PORT))
-            out, _ = p.communicate(timeout=60 + n * 0.05)
-            rows = {r["target"]: r for r in map(json.loads, out.splitlines())}
-            return {k: rows[t] for k, t in targets.items()}
+        def run(*cmd: str) -> str:
+            return f.sh("c1", *cmd)
 
-        connect(min(100, connects))  # warm-up: caches, conntrack, the listener
-        got = connect(connects)
-        conn = {k: summary(v["us"]) | {"failed": v["failed"]} for k, v in got.items()}
-        bps: dict[str, dict[str, list[float]]] = {}
-        for offload in ("gso", "no_gso"):
-            if offload == "no_gso":  # the client sends wire-sized packets, no GSO batches
-                f.sh("c1", "ip", "link", "set", "eth1", "gso_max_segs", "1")
-            bps[offload] = {k: [] for k in targets}
-            for r in range(reps):
-                for k in list(targets)[r % 2 :] + list(targets)[: r % 2]:
-                    bps[offload][k].append(iperf(f, targets[k], seconds))
+        connect_times(run, targets, min(100, connects))  # warm-up: caches, conntrack, listener
+        conn = connect_times(run, targets, connects)
+        bps = {"gso": throughput(run, targets, seconds, reps)}
+        # the client sends wire-sized packets, no GSO batches
+        f.sh("c1", "ip", "link", "set", "eth1", "gso_max_segs", "1")
+        bps["no_gso"] = throughput(run, targets, seconds, reps)
         return {"ready_s": ready, "connect_us": conn, "bits_per_s": bps}
     finally:
         f.down()
 
 
+def _mean_gbit(bps: dict[str, list[float]]) -> dict[str, float]:
+    return {k: sum(v) / len(v) / 1e9 for k, v in bps.items()}
+
+
+def _ratios(c: dict[str, Any], gbit: dict[str, float]) -> dict[str, float]:
+    return {
+        "connect_p50": c["steered"]["p50"] / c["plain"]["p50"],
+        "connect_p99": c["steered"]["p99"] / c["plain"]["p99"],
+        "throughput": gbit["steered"] / gbit["plain"],
+    }
+
+
+def _column(c: dict[str, Any] | None, gbit: dict[str, float] | None, path: str) -> list[Any]:
+    """One path's figures in the table's row order ('-' for what was not measured)."""
+    if c is None or gbit is None:
+        return ["-"] * 4
+    return [c[path]["p50"], c[path]["p99"], c[path]["mean"], gbit[path]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--connects", type=int, default=3000, help="connections per path")
+    ap.add_argument("--connects", type=int, default=3000, help="connections per path (Linux)")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of one iperf3 run")
     ap.add_argument("--reps", type=int, default=3, help="iperf3 runs per path")
-    a = ap.parse_args()
-    need_netns("dataplane_cost")
-    m = measure(a.connects, a.seconds, a.reps)
-    c, bps = m["connect_us"], m["bits_per_s"]
-    gbit = {o: {k: sum(v) / len(v) / 1e9 for k, v in b.items()} for o, b in bps.items()}
-    added_p50 = c["steered"]["p50"] - c["plain"]["p50"]
-    rows = [
-        ("connect p50 (us)", c["plain"]["p50"], c["steered"]["p50"]),
-        ("connect p99 (us)", c["plain"]["p99"], c["steered"]["p99"]),
-        ("connect mean (us)", c["plain"]["mean"], c["steered"]["mean"]),
-        ("throughput (Gbit/s)", gbit["gso"]["plain"], gbit["gso"]["steered"]),
-        ("throughput, client GSO off", gbit["no_gso"]["plain"], gbit["no_gso"]["steered"]),
-    ]
-    print(f"Data-plane cost: c1 -> web-3, {a.connects} connects and {a.reps} x {a.seconds:g} s")
-    print(table(("figure", "plain IPv6", "cand SRv6", "ratio"), [(*r, r[2] / r[1]) for r in rows]))
-    print(
-        f"added at p50: {added_p50:.1f} us = {added_p50 / 10:.2f} % of a 1 ms metro RTT; "
-        f"failed connects: plain {c['plain']['failed']}, steered {c['steered']['failed']}"
+    ap.add_argument("--bmv2-connects", type=int, default=500, help="connections per path (BMv2)")
+    ap.add_argument(
+        "--planes", default="linux,bmv2", help="which to measure: linux, bmv2 or both (default)"
     )
-    path = save(
-        "dataplane_cost",
-        {
-            "command": "python -m bench.dataplane_cost " + " ".join(sys.argv[1:]),
-            "connects": a.connects,
-            "iperf_seconds": a.seconds,
-            "reps": a.reps,
+    a = ap.parse_args()
+    planes = set(a.planes.split(","))
+    if not planes or planes - {"linux", "bmv2"}:
+        raise SystemExit(f"dataplane_cost: --planes takes linux and/or bmv2, not {a.planes}")
+    need_netns("dataplane_cost")
+    if "bmv2" in planes:
+        from bench import dataplane_bmv2
+
+        why = dataplane_bmv2.missing()
+        if why:
+            raise SystemExit(f"dataplane_cost: {why} (p4/README.md)")
+    out: dict[str, Any] = {
+        "command": "python -m bench.dataplane_cost " + " ".join(sys.argv[1:]),
+        "connects": a.connects,
+        "iperf_seconds": a.seconds,
+        "reps": a.reps,
+    }
+    c = gbit = bc = bgbit = None
+    if "linux" in planes:
+        m = measure(a.connects, a.seconds, a.reps)
+        c, bps = m["connect_us"], m["bits_per_s"]
+        gbit_all = {o: _mean_gbit(b) for o, b in bps.items()}
+        gbit = gbit_all["gso"]
+        added_p50 = c["steered"]["p50"] - c["plain"]["p50"]
+        out |= {
             **m,
-            "throughput_gbit_s": gbit,
-            "ratios": {
-                "connect_p50": c["steered"]["p50"] / c["plain"]["p50"],
-                "connect_p99": c["steered"]["p99"] / c["plain"]["p99"],
-                "throughput": gbit["gso"]["steered"] / gbit["gso"]["plain"],
-                "throughput_no_gso": gbit["no_gso"]["steered"] / gbit["no_gso"]["plain"],
-            },
+            "throughput_gbit_s": gbit_all,
+            "ratios": _ratios(c, gbit)
+            | {"throughput_no_gso": gbit_all["no_gso"]["steered"] / gbit_all["no_gso"]["plain"]},
             "added_p50_us": added_p50,
             "added_p50_share_of_1ms_rtt": added_p50 / 1000,
-        },
-    )
-    print(f"written: {path}")
+        }
+    if "bmv2" in planes:
+        from bench import dataplane_bmv2
+
+        b = dataplane_bmv2.measure(a.bmv2_connects, a.seconds, a.reps)
+        bc, bgbit = b["connect_us"], _mean_gbit(b["bits_per_s"])
+        out["bmv2"] = {
+            "connects": a.bmv2_connects,
+            **b,
+            "throughput_gbit_s": bgbit,
+            "ratios": _ratios(bc, bgbit),
+        }
+    names = ["connect p50 (us)", "connect p99 (us)", "connect mean (us)", "throughput (Gbit/s)"]
+    cols = [_column(c, gbit, "plain"), _column(c, gbit, "steered"),
+            _column(bc, bgbit, "plain"), _column(bc, bgbit, "steered")]  # fmt: skip
+
+    def ratio(x: Any, y: Any) -> Any:
+        return y / x if isinstance(x, float) and isinstance(y, float) else "-"
+
+    rows = [
+        (n, p, s, ratio(p, s), bp, bs, ratio(bp, bs), ratio(s, bs))
+        for n, p, s, bp, bs in zip(names, *cols, strict=True)
+    ]
+    if c is not None:
+        g = out["throughput_gbit_s"]["no_gso"]
+        rows.append(("throughput, client GSO off", g["plain"], g["steered"],
+                     g["steered"] / g["plain"], "-", "-", "-", "-"))  # fmt: skip
+    what = []
+    if c is not None:
+        what.append(f"Linux (Figure-2 lab, c1 -> web-3, {a.connects} connects)")
+    if bc is not None:
+        what.append(f"BMv2 (h1 -> sw -> h2, {a.bmv2_connects} connects)")
+    print(f"Data-plane cost: {' and '.join(what)}; iperf3 {a.reps} x {a.seconds:g} s per path")
+    heads = ("figure", "plain (Linux lab)", "Linux SRv6", "ratio",
+             "plain via BMv2", "BMv2 SRv6", "ratio", "BMv2/Linux SRv6")  # fmt: skip
+    print(table(heads, rows))
+    if c is not None:
+        added = out["added_p50_us"]
+        print(
+            f"Linux: added at p50 {added:.1f} us = {added / 10:.2f} % of a 1 ms metro RTT; "
+            f"failed connects: plain {c['plain']['failed']}, steered {c['steered']['failed']}"
+        )
+    if bc is not None:
+        print(
+            f"BMv2: failed connects: plain {bc['plain']['failed']}, steered "
+            f"{bc['steered']['failed']}; flows bound by digest {out['bmv2']['bound_flows']} "
+            f"({out['bmv2']['digests']} digests). "
+            "BMv2 is a software model: its absolute figures say nothing about Tofino."
+        )
+    name = "dataplane_cost" if planes == {"linux", "bmv2"} else f"dataplane_cost_{a.planes}"
+    print(f"written: {save(name, out)}")
 
 
 if __name__ == "__main__":

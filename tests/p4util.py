@@ -64,6 +64,7 @@ class Bmv2:
     dir: Path
     ports: dict[int, str]
     proc: subprocess.Popen[bytes] | None = None
+    log_level: str = "info"  # "off" for benchmarks: a log line per table hit costs throughput
 
     @property
     def socket(self) -> Path:
@@ -82,7 +83,7 @@ class Bmv2:
         assert exe is not None
         args = [str(exe), "--device-id", str(device_id), "--no-p4"]
         args += ["--notifications-addr", f"ipc://{self.dir}/notify.ipc"]
-        args += ["--log-file", str(self.dir / "bmv2"), "--log-flush", "-L", "info"]
+        args += ["--log-file", str(self.dir / "bmv2"), "--log-flush", "-L", self.log_level]
         for port, ifname in sorted(self.ports.items()):
             args += ["-i", f"{port}@{ifname}"]
         args += ["--", "--grpc-server-addr", self.address]

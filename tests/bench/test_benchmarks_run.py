@@ -13,7 +13,7 @@ import pytest
 
 from cand.lab.netns import netns_available
 from cand.plugins import available
-from tests.conftest import need
+from tests.conftest import need, strict
 
 ROOT = Path(__file__).parents[2]
 
@@ -30,6 +30,8 @@ def run(tmp: Path, *args: str) -> dict[str, object]:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     name = args[0].split(".")[-1]
+    if "--planes" in args and args[args.index("--planes") + 1] == "linux":
+        name += "_linux"  # bench.dataplane_cost with one data plane only
     return json.loads((tmp / f"{name}.json").read_text())
 
 
@@ -86,16 +88,29 @@ def test_fault_runner_runs_each_fault_once(tmp_path: Path) -> None:
 
 @pytest.mark.netns
 def test_dataplane_cost_runs(tmp_path: Path) -> None:
+    """Linux and BMv2 (the BMv2 part only where the P4 toolchain is, and always in CI)."""
+    from cand_p4 import toolchain
+
     why = netns_available()
     need(why is None, why or "")
-    data = run(
-        tmp_path, "bench.dataplane_cost", "--connects", "50", "--seconds", "1", "--reps", "1"
-    )
+    no_p4 = toolchain.missing("p4c-bm2-ss", "simple_switch_grpc")
+    if no_p4 and strict():
+        pytest.fail(f"required in CI: {no_p4}")
+    planes = "linux" if no_p4 else "linux,bmv2"
+    args = ["--connects", "50", "--seconds", "1", "--reps", "1", "--bmv2-connects", "20"]
+    data = run(tmp_path, "bench.dataplane_cost", *args, "--planes", planes)
     conn = data["connect_us"]
     for path in ("steered", "plain"):
         assert conn[path]["n"] == 50 and conn[path]["failed"] == 0  # type: ignore[index]
         assert 0 < conn[path]["p50"] <= conn[path]["p99"]  # type: ignore[index]
     assert data["throughput_gbit_s"]["no_gso"]["plain"] > 0  # type: ignore[index]
+    if no_p4:
+        return
+    bmv2: Any = data["bmv2"]
+    for path in ("steered", "plain"):
+        assert bmv2["connect_us"][path]["n"] == 20 and bmv2["connect_us"][path]["failed"] == 0
+        assert bmv2["throughput_gbit_s"][path] > 0
+    assert bmv2["bound_flows"] >= 20  # every steered connect was a new flow, bound by digest
 
 
 def test_steer_sim_runs_and_the_oracle_is_the_floor(tmp_path: Path) -> None:

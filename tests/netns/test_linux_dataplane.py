@@ -21,6 +21,7 @@ import pytest
 from cand_testbed import dataplane_driver
 
 from cand.lab.netns import Topology
+from tests.srv6wire import check_h_encaps, decode, need_tshark
 
 pytestmark = pytest.mark.netns
 
@@ -122,6 +123,7 @@ def capture(lab: Lab, path: Path) -> subprocess.Popen[bytes]:
 
 
 def test_weights_move_new_flows_only_over_srv6(lab: Lab, tmp_path: Path) -> None:
+    need_tshark()
     foreign = ["fc00:0:3::99/128", "via", "2001:db8:a::10", "proto", "static"]
     lab.topo.exec(lab.e, "ip", "-6", "route", "add", *foreign)
     lab.topo.exec(lab.i, "nft", "add", "table", "ip6", "someone_else")
@@ -156,13 +158,14 @@ def test_weights_move_new_flows_only_over_srv6(lab: Lab, tmp_path: Path) -> None
     assert first["slots"].items() <= second["slots"].items()
     cap.terminate()
     cap.wait(5)
-    from scapy.all import IPv6, IPv6ExtHdrSegmentRouting, rdpcap
-
-    srh = [p for p in rdpcap(str(pcap)) if IPv6ExtHdrSegmentRouting in p]
+    srh = decode(pcap)  # as Wireshark reads them
     assert srh, "no segment routing header on the ingress-egress link"
-    assert {p[IPv6].dst for p in srh} <= {SID[VIP, S1], SID[VIP, S2]}
-    assert {p[IPv6].src for p in srh} == {INGRESS}
-    assert srh[0][IPv6ExtHdrSegmentRouting].addresses == [srh[0][IPv6].dst]
+    assert {p.ip6[0].dst for p in srh} <= {SID[VIP, S1], SID[VIP, S2]}
+    for p in srh:  # clients send with hop limit 64; the ingress forwards, then encapsulates
+        sid = p.ip6[0].dst
+        check_h_encaps(
+            p, source=INGRESS, segments=[sid], hop_limit=64, inner_dst=VIP, inner_hop_limit=63
+        )
     long.stdin.close()
     long.wait(5)
     # wanting nothing removes all of cand's state and only cand's

@@ -98,7 +98,7 @@ def rig(topo: Topology, tmp_path: Path) -> Rig:
     return make_rig(topo, tmp_path)
 
 
-def make_rig(topo: Topology, tmp_path: Path) -> Rig:
+def make_rig(topo: Topology, tmp_path: Path, log_level: str = "info") -> Rig:
     need_p4("p4c-bm2-ss", "simple_switch_grpc")
     program = compile_program(tmp_path / "build")
     sw, h1, h2 = topo.ns("sw"), topo.ns("h1"), topo.ns("h2")
@@ -108,7 +108,7 @@ def make_rig(topo: Topology, tmp_path: Path) -> Rig:
     topo.exec(sw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
     for ifname in (sw1, sw2):
         topo.exec(sw, "sysctl", "-qw", f"net.ipv6.conf.{ifname}.disable_ipv6=1")
-    bmv2 = Bmv2(sw, tmp_path, {1: sw1, 2: sw2})
+    bmv2 = Bmv2(sw, tmp_path, {1: sw1, 2: sw2}, log_level=log_level)
     bmv2.start(topo)
     macs = mac_of(topo, h1, h1_if), mac_of(topo, h2, h2_if)
     return Rig(topo, bmv2, program, h1, h2, h1_if, h2_if, *macs, tmp_path)

@@ -43,6 +43,7 @@ from cand.model import (
     ServiceId,
 )
 from tests.netns.test_p4_bmv2 import H1, SW_MAC, Rig, make_rig
+from tests.srv6wire import check_h_encaps, decode, need_tshark
 
 pytestmark = pytest.mark.netns
 
@@ -368,3 +369,51 @@ def test_a_local_nat_instance_is_delivered_by_end_dx6_until_it_is_removed(rig: R
             assert await delivered("gone") == []
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("reduced", [False, True], ids=["srh", "reduced"])
+def test_srv6_of_a_new_flow_decodes_in_tshark(rig: Rig, reduced: bool) -> None:
+    """The packets of one new flow, the first placed by the selector (and digested) and the
+    rest by its binding, captured on the egress side and decoded by Wireshark's dissectors:
+    H.Encaps towards the instance's per-instance SID, the configured hop limit, the inner
+    packet intact (hop limit lowered once, flow label, traffic class and checksum kept)."""
+    from scapy.all import TCP, Ether, IPv6
+
+    need_tshark()
+
+    def packet(flags: str, seq: int, data: bytes) -> Any:
+        ip = IPv6(src=H1, dst=VIP, hlim=64, tc=0x28, fl=0x12345)
+        return Ether(dst=SW_MAC) / ip / TCP(sport=40500, dport=80, flags=flags, seq=seq) / data
+
+    first = packet("S", 1000, b"")
+    rest = [packet("A", 1001 + 100 * i, bytes([65 + i]) * (100 * i + 1)) for i in range(3)]
+
+    async def main() -> Path:
+        dp = make_dp(rig, hop_limit=40, reduced_encap=reduced)
+        async with running(dp, ProgramService(entry({A: 1000}))):
+            cap, pcap = await asyncio.to_thread(rig.capture, "wire")
+            await asyncio.to_thread(rig.send, first)
+            await bound(dp, 1)
+            await asyncio.to_thread(rig.send, *rest)
+            await asyncio.to_thread(rig.captured, cap, pcap)
+            assert dp.status()["errors"] == 0, dp.status()
+            return pcap
+
+    pcap = asyncio.run(main())
+    got = [p for p in decode(pcap) if p.sport == 40500]
+    assert len(got) == 4, got
+    for p, sent in zip(got, [first, *rest], strict=True):
+        check_h_encaps(
+            p,
+            source=ROUTER,
+            segments=None if reduced else [INSTANCES[A]],
+            hop_limit=40,
+            inner_dst=VIP,
+            inner_hop_limit=63,
+        )
+        outer, inner = p.ip6
+        assert inner.plen == len(sent[IPv6].payload), (inner, sent.summary())
+        assert (inner.src, inner.flow, inner.tclass) == (H1, 0x12345, 0x28)
+        assert outer.tclass == 0x28 and outer.flow != 0, outer
+        assert p.checksum_ok is True  # scapy's checksum, carried through untouched
+    assert len({p.ip6[0].flow for p in got}) == 1  # one flow, one outer flow label
