@@ -307,6 +307,24 @@ class LinuxDataplane:
             self._adopt(sids, nat)
         self.read_once = True
 
+    def _delete_tunnels(self, marks: Sequence[int]) -> None:
+        """Take these tunnels out of the map. The delete stops at its first failure: what is
+        left is read back (and keeps its slots), or read at the next walk."""
+        if not marks or self.tmap is None:
+            return
+        try:
+            srv6_bpf.map_delete(self.tmap.map_fd, marks)
+            self.counters["removed"] += len(marks)
+            for mark in marks:
+                self.tunnels.pop(mark, None)
+        except srv6_bpf.BpfError as e:
+            self.counters["errors"] += 1
+            log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
+            try:
+                self._read_map()
+            except k.KernelError:
+                self.reread = True
+
     def _read_map(self) -> None:
         """The tunnel map's entries; at the first read, the map (and program) an earlier run
         left, found through the program its D-SID routes name."""
@@ -508,20 +526,7 @@ class LinuxDataplane:
         if rule_gone:
             lines.append(self._tunnel_rule_line("del"))
         await self._batch(lines)
-        doomed = sorted(m for m in gone if m in self.tunnels)
-        if doomed and self.tmap is not None:
-            try:
-                srv6_bpf.map_delete(self.tmap.map_fd, doomed)
-                self.counters["removed"] += len(doomed)
-                for mark in doomed:
-                    self.tunnels.pop(mark, None)
-            except srv6_bpf.BpfError as e:  # the delete stops at its first failure
-                self.counters["errors"] += 1
-                log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
-                try:
-                    self._read_map()
-                except k.KernelError:
-                    self.reread = True
+        self._delete_tunnels(sorted(m for m in gone if m in self.tunnels))
         for s in gone_dsids:
             self.dsid_routes.pop(s, None)
         self.tunnel_rule = self.tunnel_rule and not rule_gone
@@ -881,19 +886,7 @@ class LinuxDataplane:
             f"route del local {sid}/128 dev lo table local proto {p}" for sid in sorted(stale_local)
         ]
         await self._batch(lines)  # routes first: a flow of a removed D-SID is routed plainly
-        if gone_tunnels and self.tmap is not None:
-            try:
-                srv6_bpf.map_delete(self.tmap.map_fd, gone_tunnels)
-                self.counters["removed"] += len(gone_tunnels)
-                for mark in gone_tunnels:
-                    self.tunnels.pop(mark, None)
-            except srv6_bpf.BpfError as e:  # the delete stops at its first failure
-                self.counters["errors"] += 1
-                log.error("event=linux_map_failed error=%r (reconciliation retries)", str(e))
-                try:
-                    self._read_map()  # what is left is read back, and keeps its slots
-                except k.KernelError:
-                    self.reread = True
+        self._delete_tunnels(gone_tunnels)
         for mark in (set(self.routes) | self.rules) - keep_table:
             self.routes.pop(mark, None)
             self.rules.discard(mark)
