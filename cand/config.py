@@ -271,7 +271,7 @@ class ProbeCostConfig(_Model):
     """`[network_cost.probe]`: the cost is the RTT measured by probes over the SRv6 path."""
 
     port: Annotated[int, Field(ge=1, le=65535)] = 8620
-    """UDP port of the responders (every router runs one while `responder` is on)."""
+    """UDP port of the responders (`auto`: every egress with an IPv6 router id runs one)."""
     responder: bool | Literal["auto"] = "auto"
     """Answer probes here: `auto` at every egress with an IPv6 router id (what ingresses
     probe), `true` always (an IPv4 router id is then an error), `false` never."""

@@ -59,6 +59,14 @@ SEND_CHUNK = 512
 """Commands per write to ExaBGP's process (about 100 KiB): whole batches, never one at a time."""
 
 
+def _canonical(address: str) -> str:
+    """An address as ExaBGP spells its peers (`fc00::1`, not `fc00:0::1`)."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
 @dataclass(frozen=True)
 class ExabgpOptions:
     """`[bgp.options]` for speaker = "exabgp"."""
@@ -328,26 +336,37 @@ class ExabgpSpeaker:
         fresh = sorted(a for a in new if have.get(a) != new[a])
         if not gone and not fresh:
             return
+        applied = self.bgp
+        # the new lists first: a path advertised from here on (the speaker lane runs beside
+        # this) no longer goes to a removed peer, after its withdrawals below
+        self.bgp = self.bgp.model_copy(update={"neighbors": tuple(neighbors)})
+        self._set_peer_lists()
         if gone and self.held:
             selector = ", ".join(f"neighbor {a}" for a in gone)
             self._send_many([f"{selector} {withdraw_command(k, self.egress)}" for k in self.held])
             await self._flush(timeout=5.0)
-        self.bgp = self.bgp.model_copy(update={"neighbors": tuple(neighbors)})
-        self._set_peer_lists()
-        was_up = [a for a in gone if a in self.up]
-        self.up.difference_update(gone)  # their "down" is a removal: not kept stale
-        self._eor_due.difference_update(gone)
-        self._conf.write_text(self.render(self._sock))
-        self._send("reload")
-        await self._flush(timeout=5.0)
-        await self._until_peers(set(new), timeout=10.0)
-        for addr in gone:
+        spelt = [_canonical(a) for a in gone]  # as ExaBGP names its peers
+        was_up = [a for a in spelt if a in self.up]
+        self.up.difference_update(spelt)  # their "down" is a removal: not kept stale
+        self._eor_due.difference_update(spelt)
+        for addr in spelt:
             self.received.pop(addr, None)
             self.ups.pop(addr, None)
             log.info("event=exabgp_peer_removed peer=%s", addr)
         if self._emit is not None:
             for addr in was_up:
                 await self._emit(PeerDown(addr, 0.0))
+        self._conf.write_text(self.render(self._sock))
+        self._send("reload")
+        await self._flush(timeout=5.0)
+        try:
+            await self._until_peers(set(new), timeout=10.0)
+        except Exception:
+            # not taken: the next `cand reload` must see the whole difference again (and
+            # send the new peers their paths), not an already-recorded set
+            self.bgp = applied
+            self._set_peer_lists()
+            raise
         lines = [line for r in self.held.values() for line in self._lines_to(r, fresh)]
         self._send_many(lines)
         await self._flush(timeout=5.0)
@@ -642,8 +661,10 @@ class ExabgpSpeaker:
             "peers_up": len(self.up),
             "peers": len(self.bgp.neighbors),
             "exabgp_pid": self.child.pid if self.child is not None else None,
-            "neighbors": {n.address: n.address in self.up for n in self.bgp.neighbors},
-            "session_ups": {n.address: self.ups.get(n.address, 0) for n in self.bgp.neighbors},
+            "neighbors": {n.address: _canonical(n.address) in self.up for n in self.bgp.neighbors},
+            "session_ups": {
+                n.address: self.ups.get(_canonical(n.address), 0) for n in self.bgp.neighbors
+            },
             "rib_out": len(self.out),
             **self.counters,
             "rejected": dict(self.rejected),

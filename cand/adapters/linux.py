@@ -109,7 +109,7 @@ class LinuxDataplane:
         router: RouterId,
         modes: Mapping[ServiceId, InstanceMode] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        probe_port: int | None = None,
+        probe: nft.ProbeIn | None = None,
     ) -> None:
         if not 1 <= options.proto <= 255 or options.proto in RESERVED_PROTOS:
             raise ValueError(f"dataplane.options.proto: {options.proto} is reserved or invalid")
@@ -143,7 +143,7 @@ class LinuxDataplane:
             raise ValueError("dataplane.options.tunnel_map_entries: must be 1..268435456")
         self.map_entries = min(options.tunnel_map_entries, self.marks.size)  # no more slots
         self.mss = options.tunnel_mtu - SRH_OVERHEAD - 60 if options.mss_clamp else None
-        self.probe_port = probe_port  # the responder's, when this router runs one
+        self.probe = probe  # the responder's probes, when this router runs one
         # desired state, from the engine
         self.local: dict[ipaddress.IPv6Address, Delivery] = {}
         self.entries: dict[ServiceId, ServiceEntry] = {}
@@ -187,8 +187,11 @@ class LinuxDataplane:
         raw = dict(config.dataplane.options) if config.dataplane is not None else {}
         opts = parse_options(LinuxOptions, raw, "dataplane.options", "linux")
         modes = {s: spec.mode for s, spec in config.service_specs().items()}
-        port = config.network_cost.probe.port if config.responds else None
-        return cls(opts, RouterId.parse(config.router.id), modes, probe_port=port)
+        loc = config.router.locator
+        probe = (
+            nft.ProbeIn(loc, config.network_cost.probe.port) if config.responds and loc else None
+        )
+        return cls(opts, RouterId.parse(config.router.id), modes, probe=probe)
 
     # --- the Dataplane port -----------------------------------------------------------------
 
@@ -525,7 +528,8 @@ class LinuxDataplane:
         rule_gone = self.tunnel_rule and not left and not (self.tunnels.keys() & want.keys())
         if rule_gone:
             lines.append(self._tunnel_rule_line("del"))
-        await self._batch(lines)
+        if not await self._batch(lines):
+            self.reread = True  # what the kernel still holds is read before the next batch
         self._delete_tunnels(sorted(m for m in gone if m in self.tunnels))
         for s in gone_dsids:
             self.dsid_routes.pop(s, None)
@@ -739,7 +743,7 @@ class LinuxDataplane:
         sids, nat = self._sids_and_nat(usable, holding)
         keep = self.chains - set(steered) if holding else set()
         services = {s: nft.chain_name(s) for s in set(steered) | keep}
-        script = nft.base(table, self.marks, sids, services, nat, self.mss, self.probe_port)
+        script = nft.base(table, self.marks, sids, services, nat, self.mss, self.probe)
         for service, rows in sorted(steered.items()):
             if not full and service not in changed and service in self.chains:
                 continue
@@ -766,7 +770,7 @@ class LinuxDataplane:
         D-SID map and set added or deleted; the rest of the table stays as it is."""
         table, holding = self.opts.nft_table, self._holding()
         sids, nat = self._sids_and_nat(usable, holding)
-        script = nft.base(table, self.marks, sids, None, nat, self.mss, self.probe_port)
+        script = nft.base(table, self.marks, sids, None, nat, self.mss, self.probe)
         script += nft.services_added(table, sorted(s for s in steered if s not in self.chains))
         for service, rows in sorted(steered.items()):
             script += self._chain(service, rows, usable)
@@ -789,6 +793,8 @@ class LinuxDataplane:
         if await self._nft(script):
             self.chains = (self.chains - set(gone)) | set(steered)
             self.affinity_maps = (self.affinity_maps - stale) | wanted
+        else:
+            self.reread = True  # the next batch walks everything, from what is read back
 
     def _chain(self, service: ServiceId, rows: list[Row], usable: set[int]) -> list[str]:
         spec = self.entries[service].spec

@@ -101,6 +101,14 @@ class NatRule:
     binding: ipaddress.IPv6Address
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeIn:
+    """Cost probes to this router's responder: to a SID of `locator`, UDP `port`."""
+
+    locator: str
+    port: int
+
+
 def hexname(addr: ServiceId | ipaddress.IPv6Address) -> str:
     a = addr.address if isinstance(addr, ServiceId) else addr
     return f"{int(a):032x}"
@@ -129,7 +137,7 @@ def base(
     services: dict[ServiceId, str] | None,
     nat: Sequence[NatRule],
     mss: int | None,
-    probe_port: int | None = None,
+    probe: ProbeIn | None = None,
 ) -> list[str]:
     """The table's skeleton and shared state, rewritten whole in every transaction.
 
@@ -170,13 +178,18 @@ def base(
     ]
     if services is not None:
         out += [f"flush map {t} services", f"flush set {t} dsids"]
-    if probe_port is not None:
+    if probe is not None:
         # a cost probe to this router's responder comes addressed to one of its SIDs, with
         # an SRH whose next segment is the router id. Conntrack checks a UDP checksum where
         # the packet is then, against the SID, not the final address the sender summed
         # over, and the checksum fails at delivery (Udp6InCsumErrors): no probe answered.
-        # Not tracked, it is checked once, by UDP, after the SRH step
-        out.append(f"add rule {t} untracked ip6 nexthdr 43 udp dport {probe_port} notrack")
+        # Not tracked, it is checked once, by UDP, after the SRH step. Only to this
+        # router's locator (not probes it forwards), and the SRH right after the IPv6
+        # header, as the probe source sends it (no hop-by-hop options before it)
+        out.append(
+            f"add rule {t} untracked ip6 daddr {probe.locator} ip6 nexthdr 43 "
+            f"udp dport {probe.port} notrack"
+        )
     if mss is not None:
         for d in ("daddr", "saddr"):
             out.append(

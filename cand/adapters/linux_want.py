@@ -4,7 +4,7 @@ The Linux data plane's sync rebuilt this from every entry on every pass: at 10k 
 instances that is 120,000 tunnels walked (and their slots, rows and map values compared) for
 a batch that changed a few D-SIDs, about a third of the ingress's time while it learns. Kept
 per D-SID, a pass recomputes only the D-SIDs its effects named (`update`), and what it holds
-afterwards is what a rebuild from every entry gives (`tests/property/test_linux_want.py`).
+afterwards is what a rebuild from every entry gives (`tests/property/test_linux_incremental.py`).
 
 Pure: no I/O. The slot numbers come from the data plane's `SlotTable`, which this assigns
 from (a tunnel keeps its number while it is wanted, so flows keep their instance).
