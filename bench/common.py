@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -80,3 +82,12 @@ def save(name: str, data: dict[str, Any]) -> Path:
     path = out / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def py_spy(pid: int, profile: Path, rate: int) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` into the flame graph `profile` (stopped by the caller)."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "-o", str(profile),
+         "--pid", str(pid), "--rate", str(rate), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, save, table
+from bench.common import RESULTS, py_spy, save, table
 
 CONF = """process feed {{
     run {python} -m bench.exabgp_take --feeder {services} {instances} {result};
@@ -111,21 +111,7 @@ def one(how: str, services: int, instances: int, profile: Path | None) -> dict[s
         spy = None
         try:
             if profile is not None:
-                spy = subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "-o",
-                        str(profile),
-                        "--pid",
-                        str(proc.pid),
-                        "--rate",
-                        "100",
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                spy = py_spy(proc.pid, profile, 100)
             deadline = time.monotonic() + 600
             while not result.exists() or not result.read_text().endswith("\n"):
                 if proc.poll() is not None or time.monotonic() > deadline:

@@ -34,7 +34,7 @@ from typing import Any
 
 from cand_testbed.routers import cand_toml, start_cand, wait_api
 
-from bench.common import RESULTS, need_netns, save, table
+from bench.common import RESULTS, need_netns, py_spy, save, table
 from cand.api import ApiError, request
 from cand.lab.netns import Topology
 
@@ -210,21 +210,7 @@ def with_cand(
     pid = topo.procs[-1].pid
     spy = None
     if profile is not None:
-        spy = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "-o",
-                str(profile),
-                "--pid",
-                str(pid),
-                "--rate",
-                "50",
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spy = py_spy(pid, profile, 50)
     try:
         asyncio.run(wait_api(isock, timeout=30))
         st: dict[str, Any] = {}
