@@ -109,25 +109,42 @@ class Fig2:
 
     async def wait_ready(self, timeout: float = 90.0) -> float:
         """Until both ingresses steer both services to both instances (and a P4 switch has
-        its tables written); returns the seconds."""
+        its tables written); returns the seconds. On a timeout the error says what each
+        ingress saw last and ends with the tail of each cand log, so a CI log explains it."""
         start = time.monotonic()
         want = {WEB: 2, APP: 2}
+        last: dict[str, object] = {}
         while True:
+            ready = True
+            for r in INGRESSES:
+                try:
+                    v = await self.weights(r)
+                except (ApiError, OSError) as e:
+                    last[r], ready = f"api: {e}", False
+                    continue
+                got = {s: sum(w > 0 for w in v.get(s, {}).values()) for s in want}
+                last[r] = v
+                ready = ready and got == want
             try:
-                views = [await self.weights(r) for r in INGRESSES]
-                if (
-                    all(
-                        {s: sum(w > 0 for w in v.get(s, {}).values()) for s in want} == want
-                        for v in views
-                    )
-                    and await self.switch_ready()
-                ):
+                if ready and await self.switch_ready():
                     return time.monotonic() - start
-            except ApiError:
-                pass
+            except (ApiError, OSError) as e:
+                last["switch"] = f"api: {e}"
             if time.monotonic() - start > timeout:
-                raise TimeoutError(f"lab not converged after {timeout:.0f}s (logs: {self.run})")
+                raise TimeoutError(
+                    f"lab not converged after {timeout:.0f}s (logs: {self.run}); "
+                    f"last seen: {last}\n{self.log_tails()}"
+                )
             await asyncio.sleep(0.2)
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The last lines of every log in the run directory (for a failure message)."""
+        out = []
+        for f in sorted(self.run.glob("*.log")):
+            with contextlib.suppress(OSError):
+                tail = f.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {f.name}\n" + "\n".join(tail))
+        return "\n".join(out)
 
     async def switch_ready(self) -> bool:
         """dr1's P4 switch is connected and holds both services (always true on Linux)."""
