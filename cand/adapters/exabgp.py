@@ -112,14 +112,17 @@ def command(
 
 def commands(
     route: InstanceRoute, asn: int, locator_len: int, edge_capability: int, edge: Sequence[str],
-    others: Sequence[str],
+    others: Sequence[str], *, everyone: bool = True,
 ) -> list[str]:  # fmt: skip
-    """The lines that announce one path: one to all peers when no neighbour has
-    `edge_metadata`; else one with attribute 42 to those that have it and one without to the
-    others (ExaBGP sends a generic attribute to whoever the command names)."""
-    if not edge:
+    """The lines that announce one path to the peers `edge` (with attribute 42) and `others`
+    (without): when they are `everyone` and none takes attribute 42, one line to all peers;
+    else one line per group, each naming its peers (ExaBGP sends a generic attribute to
+    whoever the command names)."""
+    if everyone and not edge:
         return [command(route, asn, locator_len)]
-    out = [command(route, asn, locator_len, edge_capability, edge)]
+    out = []
+    if edge:
+        out.append(command(route, asn, locator_len, edge_capability, edge))
     if others:
         out.append(command(route, asn, locator_len, None, others))
     return out
@@ -251,16 +254,11 @@ class ExabgpSpeaker:
             return [self.opts.binary]
         if importlib.util.find_spec("exabgp") is not None:
             return [sys.executable, "-m", "cand.adapters.exabgp_run"]
-        return [self._binary()]
-
-    def _binary(self) -> str:
-        if self.opts.binary:
-            return self.opts.binary
         beside = Path(sys.executable).parent / "exabgp"
         found = str(beside) if beside.exists() else shutil.which("exabgp")
         if found is None:
             raise RuntimeError("exabgp: not installed (pip install exabgp==5.0.15)")
-        return found
+        return [found]
 
     def _env(self, workdir: Path) -> dict[str, str]:
         env = dict(os.environ)
@@ -407,12 +405,9 @@ class ExabgpSpeaker:
         attribute 42 as its neighbour asks."""
         edge = [p for p in peers if p in self.edge_peers]
         plain = [p for p in peers if p not in self.edge_peers]
-        out = []
-        if edge:
-            out.append(command(route, self.asn, self.locator_len, self.edge_capability, edge))
-        if plain:
-            out.append(command(route, self.asn, self.locator_len, None, plain))
-        return out
+        return commands(
+            route, self.asn, self.locator_len, self.edge_capability, edge, plain, everyone=False
+        )
 
     async def stop(self, mode: StopMode) -> None:
         """STOP: withdraw every path, wait for ExaBGP's acknowledgements and a moment for the

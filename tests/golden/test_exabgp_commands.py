@@ -56,6 +56,12 @@ def test_edge_metadata_goes_only_to_the_neighbours_that_asked_for_it() -> None:
     assert plain.startswith("neighbor fc00:b::100 announce route ") and "0x2a" not in plain
     # nobody asked: the one command to every peer, as before
     assert commands(ROUTE, 65000, 48, 0xFF01, [], ["fc00:b::100"]) == [command(ROUTE, 65000, 48)]
+    # some peers only (a neighbour that came with a reload): each line names them, even
+    # when none takes attribute 42
+    (only,) = commands(ROUTE, 65000, 48, 0xFF01, [], ["fc00:b::100"], everyone=False)
+    assert only == command(ROUTE, 65000, 48, None, ["fc00:b::100"])
+    assert only.startswith("neighbor fc00:b::100 announce route ")
+    assert commands(ROUTE, 65000, 48, 0xFF01, [], [], everyone=False) == []
 
 
 def test_edge_metadata_on_a_gobgp_neighbour_is_refused() -> None:
