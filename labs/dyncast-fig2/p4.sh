@@ -48,6 +48,7 @@ case "${1:-}" in
       --notifications-addr "ipc://$run/dr1-bmv2-notify.ipc" \
       --log-file "$run/dr1-bmv2" --log-flush -L warn \
       -- --grpc-server-addr "unix:$run/dr1-p4rt.sock" >"$run/dr1-bmv2.out" 2>&1 &
+    echo $! >"$run/dr1-bmv2.pid"  # the lab's teardown ends the namespace's processes; by hand: kill $(cat ...)
     i=0
     until [ -S "$run/dr1-p4rt.sock" ]; do
       i=$((i + 1))
