@@ -178,14 +178,16 @@ min_interval = 0.2
             assert c0[e]["source"] == "probe"
             assert base[e] < 1.0, f"the path itself takes {base[e]} ms"
 
-        # 1. the measured RTT is the added delay, within 1 ms
+        # 1. the measured RTT is the added delay, within 1 ms: what the path took with no
+        # delay added (the relay's own copying, slower on a loaded machine) is not the delay
         delays(10, 3)
         c = await settled({R2: 10, R3: 3})
         report("delayed", c, {R2: 10, R3: 3})
         for e, ms in ((R2, 10.0), (R3, 3.0)):
             m = c[e]["measured"]
-            assert abs(m["p50"] - ms) < 1.0, f"{e}: p50 {m['p50']} vs {ms} added"
-            assert c[e]["reachable"] and abs(c[e]["cost"] - ms) < 1.0
+            added = m["p50"] - base[e]
+            assert abs(added - ms) < 1.0, f"{e}: p50 {m['p50']} - path {base[e]} vs {ms} added"
+            assert c[e]["reachable"] and abs(c[e]["cost"] - base[e] - ms) < 1.0
             assert c[e]["samples"] and c[e]["age"] is not None
         w = await until("weights favour r3", weights,
                         lambda w: len(w) == 2 and w[R3][0] > w[R2][0] > 0)  # fmt: skip

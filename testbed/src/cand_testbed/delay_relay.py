@@ -23,6 +23,8 @@ import itertools
 import os
 import signal
 import socket
+import struct
+import sys
 import threading
 import time
 
@@ -30,7 +32,20 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 PACKET_VNET_HDR = 15
+SO_TIMESTAMPNS = 35  # asm-generic; SCM_TIMESTAMPNS has the same number
 MAX_FRAME = 65536
+TIMESPEC = struct.Struct("@qq")
+
+
+def arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
+    """When the kernel took the frame in (CLOCK_REALTIME), not when this thread got the GIL
+    back to read it: on a loaded machine the reader is late by a millisecond or more, and a
+    delay counted from the read would add that to every frame."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(data)
+            return sec + nsec / 1e9
+    return time.time()
 
 
 class Direction:
@@ -45,8 +60,8 @@ class Direction:
 
     def read(self) -> None:
         while True:
-            frame = self.rx.recv(MAX_FRAME)
-            now = time.monotonic()
+            frame, ancdata, _, _ = self.rx.recvmsg(MAX_FRAME, 64)
+            now = arrival(ancdata)
             with self.cond:
                 if self.drop:
                     continue
@@ -59,7 +74,7 @@ class Direction:
                 while not self.heap:
                     self.cond.wait()
                 due = self.heap[0][0]
-                wait = due - time.monotonic()
+                wait = due - time.time()  # the arrival times are the kernel's wall clock
                 if wait > 0:
                     # short waits are slept outright: a condition wait overshoots them
                     if wait > 0.002:
@@ -76,6 +91,16 @@ class Direction:
                 self.relayed += 1
 
 
+def precise() -> None:
+    """A delay element must hold frames for their delay and not for as long as the machine is
+    busy: real-time scheduling (root only; otherwise as it is) so that other processes do not
+    make the writer late, and a short GIL switch interval so that the other direction's
+    threads do not hold it for the default 5 ms."""
+    sys.setswitchinterval(0.0002)
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+
+
 def packet_socket(ifname: str) -> socket.socket:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -83,6 +108,7 @@ def packet_socket(ifname: str) -> socket.socket:
     # packets whose checksum is still to be filled in (CHECKSUM_PARTIAL), and the header
     # carries that, so the next hop does not drop them for a bad checksum
     s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.bind((ifname, ETH_P_ALL))
     return s
 
@@ -95,6 +121,7 @@ def main() -> None:
     ap.add_argument("--b-to-a", type=float, default=0.0, help="ms")
     ap.add_argument("--control", required=True)
     args = ap.parse_args()
+    precise()
     sa, sb = packet_socket(args.a), packet_socket(args.b)
     ways = [Direction("a>b", sa, sb, args.a_to_b), Direction("b>a", sb, sa, args.b_to_a)]
     for d in ways:
