@@ -44,7 +44,7 @@ def arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
             sec, nsec = TIMESPEC.unpack_from(data)
-            return sec + nsec / 1e9
+            return float(sec + nsec / 1e9)
     return time.time()
 
 
