@@ -19,6 +19,10 @@ os.environ.setdefault("CAND_STRICT", "1")
 # Every process the tests start inherits this, so the suite-end check below finds exactly
 # those (and not a daemon someone else runs on the machine).
 SESSION_MARK = f"CAND_TEST_SESSION={os.getpid()}-{time.time_ns()}"
+# Under pytest-xdist the workers inherit the controller's mark, so that the controller's
+# check finds what any worker left.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("CAND_TEST_SESSION"):
+    SESSION_MARK = f"CAND_TEST_SESSION={os.environ['CAND_TEST_SESSION']}"
 os.environ["CAND_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
 
 
@@ -70,11 +74,29 @@ def broker(broker_factory: type[Broker]) -> Broker:
     return b
 
 
+# --- two workers -----------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """What runs on one xdist worker, in order (`--dist loadgroup`): every test that brings up
+    the Figure-2 lab (its namespaces and run directory have fixed names), and each namespace
+    test module (its module-scoped fixtures are set up once). Everything else goes wherever
+    a worker is free."""
+    for item in items:
+        if item.get_closest_marker("fig2"):
+            item.add_marker(pytest.mark.xdist_group("fig2"))
+        elif item.get_closest_marker("netns"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else ""))
+
+
 # --- nothing left behind --------------------------------------------------------------------
 
 
-def _leftovers() -> tuple[set[str], set[tuple[int, str]]]:
-    """Network namespaces, and the processes this test session started (by their mark)."""
+def _leftovers(workers: bool = False) -> tuple[set[str], set[tuple[int, str]]]:
+    """Network namespaces, and the processes this test session started (by their mark).
+    `workers`: this process is xdist's controller, and its own children are its workers
+    (still alive while this runs), not something a test left."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     spaces = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
     procs = set()
@@ -86,7 +108,11 @@ def _leftovers() -> tuple[set[str], set[tuple[int, str]]]:
         try:
             env = (entry / "environ").read_bytes().split(b"\0")
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            # the parent's pid is the second field after the command name in parentheses
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if workers and ppid == os.getpid():
             continue
         if SESSION_MARK.encode() in env:
             words = [a.decode(errors="replace") for a in argv if a]
@@ -107,9 +133,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     up only on success shows here, not on the next machine)."""
     if hasattr(session.config, "workerinput"):
         return
+    workers = session.config.pluginmanager.hasplugin("dsession")
     deadline = time.monotonic() + 5  # a process just signalled may take a moment to go
     while True:
-        spaces, procs = _leftovers()
+        spaces, procs = _leftovers(workers)
         new_spaces = spaces - _AT_START[0]
         new_procs = procs - _AT_START[1]
         if not (new_spaces or new_procs) or time.monotonic() > deadline:

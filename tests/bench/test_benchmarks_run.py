@@ -65,6 +65,7 @@ def test_ingest_cpu_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.netns
+@pytest.mark.fig2
 def test_fault_runner_runs_each_fault_once(tmp_path: Path) -> None:
     """One repetition of every fault in the Figure-2 lab: the runner works and, as a fact
     about cand rather than about speed, no control-plane fault broke a connection."""
@@ -87,6 +88,7 @@ def test_fault_runner_runs_each_fault_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.netns
+@pytest.mark.fig2
 def test_dataplane_cost_runs(tmp_path: Path) -> None:
     """Linux and BMv2 (the BMv2 part only where the P4 toolchain is, and always in CI)."""
     from cand_p4 import toolchain

@@ -29,7 +29,7 @@ from cand.lab.netns import netns_available
 from tests.conftest import need
 from tests.p4util import need_p4
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.fig2]
 D_BID = {name: b for name, (_, b, _) in INSTANCES.items()}
 
 

@@ -13,7 +13,7 @@ from cand.lab.netns import netns_available
 from tests.conftest import need
 from tests.lab.test_fig2 import restart_under_load
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.fig2]
 
 
 def test_lab_with_exabgp_steers_both_services() -> None:

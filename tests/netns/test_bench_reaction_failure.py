@@ -17,6 +17,7 @@ from cand.lab.netns import netns_available
 from tests.conftest import need
 
 ROOT = Path(__file__).parents[2]
+pytestmark = pytest.mark.fig2  # every benchmark here runs in the Figure-2 lab
 
 
 def run(tmp: Path, module: str, *args: str, result: str | None = None) -> dict[str, Any]:

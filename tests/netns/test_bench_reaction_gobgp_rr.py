@@ -13,6 +13,7 @@ from tests.netns.test_bench_reaction_failure import run
 
 
 @pytest.mark.netns
+@pytest.mark.fig2
 def test_reaction_with_gobgp_reflector(tmp_path: Path) -> None:
     data = run(
         tmp_path,
