@@ -55,6 +55,9 @@ class Rig:
     h1_mac: str
     h2_mac: str
     dir: Path
+    loop: tuple[int, int] | None = None
+    """With make_rig(loop=True): two more switch ports wired to each other (3 -> 4), so one
+    BMv2 can be ingress and egress of a flow: what it sends out of one comes in on the other."""
 
     def send(self, *frames: Any, from_h2: bool = False) -> None:
         hexes = [bytes(f).hex() for f in frames]
@@ -98,20 +101,23 @@ def rig(topo: Topology, tmp_path: Path) -> Rig:
     return make_rig(topo, tmp_path)
 
 
-def make_rig(topo: Topology, tmp_path: Path, log_level: str = "info") -> Rig:
+def make_rig(topo: Topology, tmp_path: Path, log_level: str = "info", *, loop: bool = False) -> Rig:
     need_p4("p4c-bm2-ss", "simple_switch_grpc")
     program = compile_program(tmp_path / "build")
     sw, h1, h2 = topo.ns("sw"), topo.ns("h1"), topo.ns("h2")
     h1_if, sw1 = topo.link(h1, f"{H1}/64", sw, "fc00:1::1/64")
     h2_if, sw2 = topo.link(h2, f"{H2}/64", sw, "fc00:2::1/64")
+    ports = {1: sw1, 2: sw2}
+    if loop:  # a veth with both ends in the switch's namespace: port 3 wired to port 4
+        ports[3], ports[4] = topo.link(sw, "fc00:3::1/64", sw, "fc00:3::2/64")
     # the switch namespace's kernel must not forward (or answer) anything itself: only BMv2
     topo.exec(sw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
-    for ifname in (sw1, sw2):
+    for ifname in ports.values():
         topo.exec(sw, "sysctl", "-qw", f"net.ipv6.conf.{ifname}.disable_ipv6=1")
-    bmv2 = Bmv2(sw, tmp_path, {1: sw1, 2: sw2}, log_level=log_level)
+    bmv2 = Bmv2(sw, tmp_path, ports, log_level=log_level)
     bmv2.start(topo)
     macs = mac_of(topo, h1, h1_if), mac_of(topo, h2, h2_if)
-    return Rig(topo, bmv2, program, h1, h2, h1_if, h2_if, *macs, tmp_path)
+    return Rig(topo, bmv2, program, h1, h2, h1_if, h2_if, *macs, tmp_path, (3, 4) if loop else None)
     # topo's fixture stops simple_switch_grpc (by PID) and removes the namespaces
 
 

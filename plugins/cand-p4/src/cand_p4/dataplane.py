@@ -56,6 +56,7 @@ from cand.model import (
 )
 from cand.plugins import parse_options
 from cand.ports import Emit
+from cand_p4 import ageing
 from cand_p4 import entries as e
 from cand_p4 import names as n
 from cand_p4 import state as st
@@ -476,7 +477,10 @@ class P4Dataplane:
                     log.warning("event=p4_read_unreadable entries=%d", bad)
                 self.ids.adopt(have)
                 self.have, self.bound = have, bound
-                self.bound_at = {k: t for k, t in self.bound_at.items() if k in bound}
+                # age counts from this run's bind, or from its first read-back of an entry it
+                # did not bind (an earlier run's): a lower bound for those
+                seen = time.time()
+                self.bound_at = {k: self.bound_at.get(k, seen) for k in bound}
                 self.counters["reconciled"] += 1
             assert self.have is not None
             have = self.have
@@ -612,16 +616,17 @@ class P4Dataplane:
             None if three else key.sport,
             None if three else key.dport,
         )
-        idle = (row.time_since_last_hit or 0) / 1e9
-        timeout = row.idle_timeout_ns / 1e9
+        # BMv2 wraps the time left at 2**32 ns: ageing undoes it
+        idle = ageing.idle(row.idle_timeout_ns, row.time_since_last_hit or 0)
+        last_seen = now - idle.since_hit
         data = row.counter_data
         return Binding(
             flow=flow,
             binding=binding,
             egress=egress,
-            created=min(self.bound_at.get(key, now - idle), now - idle),
-            last_seen=now - idle,
-            timeout=max(0.0, timeout - idle),
+            created=min(self.bound_at.setdefault(key, now), last_seen),
+            last_seen=last_seen,
+            timeout=idle.left,
             packets=data.packet_count if data is not None else None,
             bytes=data.byte_count if data is not None else None,
         )
