@@ -27,10 +27,11 @@ class PolicyParams:
     pushed flows onto small instances whose queues cost more (bench/README, network cost)."""
     network_weight: float = 10.0
     """Per-mille of load that one ms of network cost is worth to `min-cost`. Lowering it to 1
-    stops a 40 ms reroute of the biggest egress from herding flows onto small instances
+    stopped a 40 ms reroute of the biggest egress from herding flows onto small instances
     (probe-cost p99 12x -> 1.03x of static) but costs 10-40 % p99 with stale reports, where
     the network spread is what keeps ingresses from all picking the same instance
-    (bench/README, network cost): kept at 10; `weighted` is the policy to use."""
+    (bench/README, network cost): kept at 10, and `min-cost` skips saturated instances
+    instead (1.07x at 10); `weighted` is the policy to use."""
     overload: float = 0.95
     """Load from which `weighted` gives an instance no new flow while a sibling has room, and
     from which `min-cost` neither picks an instance nor keeps it as the incumbent."""
