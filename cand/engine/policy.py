@@ -27,12 +27,14 @@ class PolicyParams:
     pushed flows onto small instances whose queues cost more (bench/README, network cost)."""
     network_weight: float = 10.0
     """Per-mille of load that one ms of network cost is worth to `min-cost`. Lowering it to 1
-    stops a 40 ms reroute of the biggest egress from herding flows onto small instances
+    stopped a 40 ms reroute of the biggest egress from herding flows onto small instances
     (probe-cost p99 12x -> 1.03x of static) but costs 10-40 % p99 with stale reports, where
     the network spread is what keeps ingresses from all picking the same instance
-    (bench/README, network cost): kept at 10; `weighted` is the policy to use."""
+    (bench/README, network cost): kept at 10, and `min-cost` skips saturated instances
+    instead (1.07x at 10); `weighted` is the policy to use."""
     overload: float = 0.95
-    """Load from which `weighted` gives an instance no new flow while a sibling has room."""
+    """Load from which `weighted` gives an instance no new flow while a sibling has room, and
+    from which `min-cost` neither picks an instance nor keeps it as the incumbent."""
     hysteresis: float = 0.05
     """Share of all new flows a weight must move by before the data plane is changed."""
 
@@ -86,6 +88,13 @@ class MinCost:
 
     The incumbent keeps the service until a challenger is cheaper by more than the hysteresis
     margin, so two near-equal instances do not swap on every report.
+
+    Only instances below `overload` are ranked, and a saturated incumbent gets no bonus:
+    ranking every instance kept sending new flows to one that was already full whenever its
+    network cost was low enough (at `network_weight` 10, 40 ms outweigh 40 % of load), and
+    the bonus kept it there (`bench.steer_netcost`, probe cost: p99 19.8 s). When every
+    candidate is saturated the one with the most capacity left wins, as in `weighted`'s
+    fallback: the least loaded in per-mille may be a small instance with almost no room.
     """
 
     name: ClassVar[str] = "min-cost"
@@ -101,13 +110,26 @@ class MinCost:
     ) -> dict[InstanceKey, float]:
         if not candidates:
             return {}
-        best = min(candidates, key=lambda c: (self.cost(c), c.key))
-        incumbents = [c for c in candidates if previous.get(c.key, 0) > 0]
-        if len(incumbents) == 1:
-            margin = self.params.hysteresis * 1000
-            if self.cost(incumbents[0]) <= self.cost(best) + margin:
-                best = incumbents[0]
+        overload = self.params.overload
+        roomy = [c for c in candidates if c.route.metrics.load < overload]
+        if roomy:
+            best = min(roomy, key=lambda c: (self.cost(c), c.key))
+            incumbents = [c for c in candidates if previous.get(c.key, 0) > 0]
+            # only a roomy incumbent is worth keeping; a saturated one is what flows leave
+            if len(incumbents) == 1 and incumbents[0].route.metrics.load < overload:
+                margin = self.params.hysteresis * 1000
+                if self.cost(incumbents[0]) <= self.cost(best) + margin:
+                    best = incumbents[0]
+        else:
+            # Everyone is saturated: still serve, where the most capacity is left.
+            best = min(candidates, key=lambda c: (-_left(c), self.cost(c), c.key))
         return {c.key: 1.0 if c.key == best.key else 0.0 for c in candidates}
+
+
+def _left(c: Candidate) -> float:
+    """Capacity left, floored so that fully loaded instances still rank by capacity."""
+    m = c.route.metrics
+    return m.capacity * max(1.0 - m.load, 0.001)
 
 
 class Nearest:

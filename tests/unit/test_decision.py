@@ -79,6 +79,56 @@ def test_min_cost_single_best_with_incumbent_margin() -> None:
     assert weights(e4) == {1: 0, 2: 1000}
 
 
+def test_min_cost_skips_a_saturated_cheapest_instance() -> None:
+    """Near and full (960 per-mille, no network cost) against far and half loaded (500 + 10 x
+    50 ms = 1000): the full one was cheaper and took every new flow."""
+    pol = MinCost(P)
+    near_full, far_roomy = cand(1, cpu=0.96), cand(2, cpu=0.50, cost=50)
+    e = decide(SPEC, [near_full, far_roomy], pol, None, 0.05)
+    assert weights(e) == {1: 0, 2: 1000}
+    # at overload exactly it is saturated too
+    e = decide(SPEC, [cand(1, cpu=0.95), far_roomy], pol, None, 0.05)
+    assert weights(e) == {1: 0, 2: 1000}
+
+
+def test_min_cost_saturated_incumbent_loses_its_bonus() -> None:
+    pol = MinCost(P)
+    first = decide(SPEC, [cand(1, cpu=0.10), cand(2, cpu=0.20)], pol, None, 0.05)
+    assert weights(first) == {1: 1000, 2: 0}
+    # within the 50 per-mille margin of the challenger, but saturated: it goes
+    e = decide(SPEC, [cand(1, cpu=0.96), cand(2, cpu=0.93)], pol, first, 0.05)
+    assert weights(e) == {1: 0, 2: 1000}
+    # just below overload it is still roomy and keeps the service by the margin
+    e = decide(SPEC, [cand(1, cpu=0.94), cand(2, cpu=0.90)], pol, first, 0.05)
+    assert weights(e) == {1: 1000, 2: 0}
+
+
+def test_min_cost_all_saturated_picks_the_most_capacity_left() -> None:
+    """Least loaded in per-mille would be the small one (970): 3 left against 8 of 400 at 980."""
+    pol = MinCost(P)
+    small, big = cand(1, cpu=0.97, capacity=100), cand(2, cpu=0.98, capacity=400)
+    assert weights(decide(SPEC, [small, big], pol, None, 0.05)) == {1: 0, 2: 1000}
+    # the incumbent's bonus does not hold a saturated one either
+    prev = decide(SPEC, [cand(1, cpu=0.10, capacity=100), cand(2, capacity=400)], pol, None, 0.05)
+    assert weights(prev) == {1: 1000, 2: 0}
+    assert weights(decide(SPEC, [small, big], pol, prev, 0.05)) == {1: 0, 2: 1000}
+    # fully loaded everywhere: the biggest still serves
+    full = [cand(1, cpu=1.0, capacity=100), cand(2, cpu=1.0, capacity=400, cost=30)]
+    assert weights(decide(SPEC, full, pol, None, 0.05)) == {1: 0, 2: 1000}
+
+
+def test_min_cost_hysteresis_unchanged_among_healthy_instances() -> None:
+    """A saturated third instance changes nothing between two healthy ones."""
+    pol = MinCost(P)
+    hot = cand(3, cpu=0.99, capacity=400)
+    first = decide(SPEC, [cand(1, cpu=0.30), cand(2, cpu=0.20), hot], pol, None, 0.05)
+    assert weights(first) == {1: 0, 2: 1000, 3: 0}
+    e = decide(SPEC, [cand(1, cpu=0.17), cand(2, cpu=0.20), hot], pol, first, 0.05)
+    assert weights(e) == {1: 0, 2: 1000, 3: 0}
+    e = decide(SPEC, [cand(1, cpu=0.10), cand(2, cpu=0.20), hot], pol, first, 0.05)
+    assert weights(e) == {1: 1000, 2: 0, 3: 0}
+
+
 def test_nearest_is_ecmp_over_lowest_cost_and_ignores_load() -> None:
     cs = [cand(1, cpu=0.99, cost=1), cand(2, cpu=0.0, cost=5), cand(3, cpu=0.5, cost=1)]
     assert weights(decide(SPEC, cs, Nearest(P), None, 0.0)) == {1: 500, 2: 0, 3: 500}
