@@ -168,6 +168,11 @@ def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
         "established_broken": len(broken),
         "new": len(new),
         "new_failed": len(failed),
+        # per D-SID, [new, failed]: a service whose new connections went missing shows here
+        "new_by_dsid": {
+            d: [sum(r.get("dsid") == d for r in new), sum(r.get("dsid") == d for r in failed)]
+            for d in (WEB, APP)
+        },
         "new_to_unusable": len(to_bad),
         # when each failed new connection started, in s from the injection (its `at` is when
         # the client gave up, 3 s after a connect timed out): which part of a fault hurt
