@@ -220,3 +220,26 @@ def test_kept_paths_are_stale_counted_and_alone(evs: list[tuple[float, Event]]) 
             for rk, entry in rib.remote.items():
                 if rk[0] == ev.peer and entry.stale_until is not None:
                     assert rk in kept
+
+
+def test_a_resync_without_a_path_leaves_the_choice_to_peer_synced() -> None:
+    """The GoBGP speaker's whole-table read after a session came back: a path missing from
+    it is no withdrawal (that would drop it before the End-of-RIB could keep it)."""
+    from cand.speaker.adj_rib_in import AdjRibIn
+
+    rib = AdjRibIn("rr")
+    a, b = route(2, egress=R2), route(3, egress=R3)
+    e = engine()
+    for ch in rib.replace({(a.key, a.egress): a, (b.key, b.egress): b}, None):
+        e.handle(ch, 0.0)
+    e.handle(PeerDown("rr", stale_for=GR), 1.0)
+    changes = rib.resync({})  # the reflector came back empty
+    assert changes == []
+    for ch in changes:
+        e.handle(ch, 2.0)
+    e.handle(PeerSynced("rr"), 2.0)
+    assert weights(e) == {key(2).binding, key(3).binding} and e.rib.stale_kept() == 2
+    # dr2's path is reflected again: learned (the view forgot it), and the kept one goes
+    (learned,) = rib.resync({(a.key, a.egress): a})
+    e.handle(learned, 12.0)
+    assert weights(e) == {key(2).binding} and e.rib.stale_kept() == 0

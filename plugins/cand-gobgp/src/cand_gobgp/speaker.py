@@ -706,7 +706,11 @@ class GobgpSpeaker:
                 await self._read(peer, None, emit)
                 await emit(PeerSynced(peer))
             for peer, services in dirty.items():
-                if peer not in resync:
+                view = self.peers.get(peer)
+                # a peer seen up and now down: the engine holds its paths stale, and what
+                # gobgpd drops meanwhile is no withdrawal (the resync at its return decides)
+                down = view is not None and view.ups > 0 and not view.established
+                if peer not in resync and not down:
                     await self._read(peer, services, emit)
 
     async def _read(self, peer: str, services: set[ServiceId] | None, emit: Emit) -> None:
@@ -769,7 +773,8 @@ class GobgpSpeaker:
                 self.counters["rpc_errors"] += 1
                 log.error("event=gobgp_list_failed peer=%s code=%s", peer, e.code())
                 return
-        for change in view.rib.replace(seen, services):
+        changes = view.rib.resync(seen) if services is None else view.rib.replace(seen, services)
+        for change in changes:
             if isinstance(change, RouteLearned):
                 self.counters["learned"] += 1
             await emit(change)
