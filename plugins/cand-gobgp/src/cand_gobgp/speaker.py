@@ -116,6 +116,9 @@ class _PeerView:
     rib: AdjRibIn
     established: bool = False
     ups: int = 0  # sessions established (a reset shows as one more)
+    # a PeerDown was emitted since the last whole-table read: the engine holds every path
+    # of this peer stale, so that read may leave what it lacks to the PeerSynced
+    held_stale: bool = False
     # paths refused on an earlier read (by their bytes): each is counted and logged once
     refused: set[tuple[bytes, int, tuple[bytes, ...]]] = field(default_factory=set)
 
@@ -691,6 +694,7 @@ class GobgpSpeaker:
             self._wake.set()
         elif not up and view.established:
             view.established = False
+            view.held_stale = True
             log.warning("event=gobgp_peer_down peer=%s", addr)
             await emit(PeerDown(addr, float(self.bgp.graceful_restart)))
 
@@ -773,7 +777,14 @@ class GobgpSpeaker:
                 self.counters["rpc_errors"] += 1
                 log.error("event=gobgp_list_failed peer=%s code=%s", peer, e.code())
                 return
-        changes = view.rib.resync(seen) if services is None else view.rib.replace(seen, services)
+        if services is None and view.held_stale:
+            # back from a PeerDown: no withdrawal for what is missing (PeerSynced decides);
+            # a whole-table read without one (a first session, a flap cand never saw go
+            # down) withdraws what is missing, or nothing would
+            view.held_stale = False
+            changes = view.rib.resync(seen)
+        else:
+            changes = view.rib.replace(seen, services)
         for change in changes:
             if isinstance(change, RouteLearned):
                 self.counters["learned"] += 1
