@@ -44,6 +44,10 @@ class Trial:
     rows: list[dict[str, Any]] = field(default_factory=list)
     tables: list[tuple[float, dict[str, set[str]]]] = field(default_factory=list)
     error: str | None = None
+    injected_wall: float | None = None
+    """time.time() of the injection: to find it in the daemons' logs, which have wall time."""
+    wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
+    """time.time() - time.monotonic() when the trial began: a table sample's wall time."""
 
 
 def wanted(unusable: frozenset[str]) -> dict[str, set[str]]:
@@ -77,6 +81,7 @@ async def trial(lab: Fig2, fault: Fault | None, duration: float, rate: float, ke
         if fault is not None:
             await asyncio.sleep(random.uniform(1.5, max(1.6, duration - fault.hold - 4.0)))
             t.injected = time.monotonic()
+            t.injected_wall = t.injected + t.wall_offset
             await fault.inject(lab)
             await asyncio.sleep(fault.hold)
             await fault.repair(lab)
@@ -107,6 +112,25 @@ async def until_ready(lab: Fig2, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
+def empty_stretches(t: Trial) -> list[tuple[float, float]]:
+    """When dr1's service table had a service steered to no instance (absent, or every
+    weight 0): (first, last) sample of each such stretch, monotonic seconds."""
+    out: list[tuple[float, float]] = []
+    open_at: float | None = None
+    last = 0.0
+    for at, tab in t.tables:
+        if any(not tab.get(s) for s in (WEB, APP)):
+            if open_at is None:
+                open_at = at
+            last = at
+        elif open_at is not None:
+            out.append((open_at, last))
+            open_at = None
+    if open_at is not None:
+        out.append((open_at, last))
+    return out
+
+
 def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
     """One trial's connections, by outcome."""
     long_conns = {r["conn"] for r in t.rows if r["kind"] == "long"}
@@ -135,6 +159,8 @@ def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
             right_after = (window[first][0] - t.injected) * 1000
             window = window[first:]
     wrong_samples = [at for at, tab in window if wrong(tab)]
+    empty = empty_stretches(t)
+    since = t.injected or (t.tables[0][0] if t.tables else 0.0)
     return {
         "fault": t.fault,
         "control_plane": fault.control_plane if fault else True,
@@ -142,6 +168,11 @@ def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
         "established_broken": len(broken),
         "new": len(new),
         "new_failed": len(failed),
+        # per D-SID, [new, failed]: a service whose new connections went missing shows here
+        "new_by_dsid": {
+            d: [sum(r.get("dsid") == d for r in new), sum(r.get("dsid") == d for r in failed)]
+            for d in (WEB, APP)
+        },
         "new_to_unusable": len(to_bad),
         # when each failed new connection started, in s from the injection (its `at` is when
         # the client gave up, 3 s after a connect timed out): which part of a fault hurt
@@ -151,6 +182,11 @@ def account(t: Trial, fault: Fault | None) -> dict[str, Any]:
         ],
         "ms_until_steering_right": right_after,
         "table_samples_wrong": len(wrong_samples),
+        "injected_wall": round(t.injected_wall, 3) if t.injected_wall is not None else None,
+        # wall time of the first sample with a service steered to nothing, or None; each
+        # stretch as (from, to) in s from the injection (from the first sample: baseline)
+        "empty_at": round(empty[0][0] + t.wall_offset, 3) if empty else None,
+        "empty_stretches": [(round(a - since, 2), round(b - since, 2)) for a, b in empty],
         "error": t.error,
     }
 
@@ -173,6 +209,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "new": sum(r["new"] for r in rs),
                 "new_to_unusable": sum(r["new_to_unusable"] for r in rs),
                 "max_ms_until_steering_right": max(ms) if ms else None,
+                "runs_steered_to_none": sum(1 for r in rs if r.get("empty_at") is not None),
+                "empty_stretches": sum(len(r.get("empty_stretches") or []) for r in rs),
                 "errors": [r["error"] for r in rs if r["error"]],
             }
         )
@@ -367,12 +405,15 @@ def main() -> None:
     summary = summarize(rows)
     print(
         table(
-            ("fault", "runs", "established broken", "new failed", "new to dead/draining", "ms"),
+            (
+                "fault", "runs", "established broken", "new failed", "new to dead/draining",
+                "ms", "no instance",
+            ),
             [
                 (
                     s["fault"], s["runs"], f"{s['established_broken']}/{s['established']}",
                     f"{s['new_failed']}/{s['new']}", s["new_to_unusable"],
-                    s["max_ms_until_steering_right"] or "",
+                    s["max_ms_until_steering_right"] or "", s["empty_stretches"] or "",
                 )
                 for s in summary
             ],

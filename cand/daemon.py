@@ -313,6 +313,8 @@ class Daemon:
             "services": len(self.engine.table),
             "local_instances": len(self.engine.rib.local),
             "remote_paths": len(self.engine.rib.remote),
+            # stale paths held past their peer's End-of-RIB: their service has no other
+            "stale_kept": self.engine.rib.stale_kept(),
             "refused_by_limit": dict(sorted(self.engine.rib.refused.items())),
             "engine": dict(self.engine.counters),
             "daemon": dict(self.counters),

@@ -153,7 +153,8 @@ def status(data: dict[str, Any]) -> str:
         f"cand {data['version']}  router {data['router']}  roles {','.join(data['roles'])}  "
         f"up {data['uptime']}s",
         f"services {data['services']}  local instances {data['local_instances']}  "
-        f"remote paths {data['remote_paths']}  queue {data['queue']}",
+        f"remote paths {data['remote_paths']}  stale kept {data.get('stale_kept', 0)}  "
+        f"queue {data['queue']}",
         "engine: " + " ".join(f"{k}={v}" for k, v in data["engine"].items()),
     ]
     for src in data.get("metric_sources") or []:

@@ -141,7 +141,9 @@ class Engine:
                 else:
                     dirty |= self.rib.drop_peer(peer, only_stale=False)
             case PeerSynced(peer=peer):
-                dirty |= self.rib.drop_peer(peer, only_stale=True)
+                # what the peer did not send again goes, unless its service would be left
+                # with nothing (a reflector back from a reset, still empty): see end_of_rib
+                dirty |= self.rib.end_of_rib(peer)
             case CostChanged(egress=egress, cost=cost):
                 if cost is None:
                     self.static_costs.pop(egress, None)

@@ -77,6 +77,9 @@ class Rib:
         self._local_per_service: Counter[ServiceId] = Counter()
         # False: no remote entry is stale (the usual case), so next_stale need not walk them all
         self._maybe_stale = False
+        # stale paths their peer did not send again by its End-of-RIB, kept because their
+        # service had nothing else (see end_of_rib), by service
+        self._kept: dict[ServiceId, set[RemoteKey]] = {}
 
     # --- local instances -------------------------------------------------------------------
 
@@ -99,6 +102,7 @@ class Rib:
         if route.key not in self.local:
             self._local_per_service[route.key.service] += 1
         self.local[route.key] = LocalEntry(route, now, expires, scored_here)
+        self.release_kept(route.key.service)
 
     def rescore_local(self, route: InstanceRoute) -> None:
         """The same report with scores derived again: when it came and when it expires stay."""
@@ -132,6 +136,8 @@ class Rib:
         self.remote[rk] = RemoteEntry(peer, route, now)
         if route.sid is not None and self._egress_sid.get(route.egress) is None:
             self._egress_sid[route.egress] = route.sid
+        self._unkeep(rk)  # a kept path sent again is fresh: not one of those that go now
+        self.release_kept(route.key.service)
         return True
 
     def withdraw(self, peer: str, key: InstanceKey, egress: RouterId) -> bool:
@@ -142,9 +148,11 @@ class Rib:
         return True
 
     def mark_stale(self, peer: str, until: float) -> set[ServiceId]:
+        """Every path of a peer that went down is stale until `until`. A kept path keeps the
+        deadline it had: another restart of the peer does not lengthen its life."""
         touched: set[ServiceId] = set()
         for rk, entry in list(self.remote.items()):
-            if rk[0] == peer:
+            if rk[0] == peer and not self._is_kept(rk):
                 self.remote[rk] = replace(entry, stale_until=until)
                 touched.add(rk[1].service)
                 self._maybe_stale = True
@@ -171,6 +179,53 @@ class Rib:
                 self._unindex(rk)
                 touched.add(rk[1].service)
         return touched
+
+    def end_of_rib(self, peer: str) -> set[ServiceId]:
+        """The peer has sent again all it has (End-of-RIB, or GoBGP's quiet read): its paths
+        still stale are dropped, except where that would leave a service with nothing, no
+        local instance and no fresh path from anyone. A reflector that comes back from a reset
+        holds nothing yet and relays its clients' paths only as their sessions return (seconds
+        apart): dropping then would steer the service to no instance in between. Those paths
+        stay stale, are counted in `stale_kept`, and go when a fresh path or a local instance
+        of their service arrives (release_kept), or at their stale deadline (expire_stale)."""
+        stale: dict[ServiceId, list[RemoteKey]] = {}
+        for rk, entry in self.remote.items():
+            if rk[0] == peer and entry.stale_until is not None:
+                stale.setdefault(rk[1].service, []).append(rk)
+        touched: set[ServiceId] = set()
+        for service, keys in stale.items():
+            if self._local_per_service[service] == 0 and not self._has_fresh(service):
+                self._kept.setdefault(service, set()).update(keys)
+                continue
+            for rk in keys:
+                del self.remote[rk]
+                self._unindex(rk)
+            touched.add(service)
+        return touched
+
+    def release_kept(self, service: ServiceId) -> bool:
+        """Drop the kept stale paths of a service that has something fresh now: True if any."""
+        keys = self._kept.get(service)
+        if not keys:
+            return False
+        if self._local_per_service[service] == 0 and not self._has_fresh(service):
+            return False
+        for rk in list(keys):
+            if rk in self.remote:
+                del self.remote[rk]
+                self._unindex(rk)
+        return True
+
+    def stale_kept(self) -> int:
+        """Stale paths held past their peer's End-of-RIB because their service had no other."""
+        return sum(len(keys) for keys in self._kept.values())
+
+    def _is_kept(self, rk: RemoteKey) -> bool:
+        keys = self._kept.get(rk[1].service)
+        return keys is not None and rk in keys
+
+    def _has_fresh(self, service: ServiceId) -> bool:
+        return any(self.remote[rk].stale_until is None for rk in self._by_service.get(service, ()))
 
     def expire_stale(self, now: float) -> set[ServiceId]:
         touched: set[ServiceId] = set()
@@ -199,8 +254,16 @@ class Rib:
         self._by_service.setdefault(key.service, set()).add(rk)
         return True
 
+    def _unkeep(self, rk: RemoteKey) -> None:
+        kept = self._kept.get(rk[1].service)
+        if kept is not None:
+            kept.discard(rk)
+            if not kept:
+                del self._kept[rk[1].service]
+
     def _unindex(self, rk: RemoteKey) -> None:
         _, key, egress = rk
+        self._unkeep(rk)
         keys = self._by_service.get(key.service)
         if keys is not None:
             keys.discard(rk)

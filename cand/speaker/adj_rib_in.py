@@ -77,6 +77,21 @@ class AdjRibIn:
             out += self.announce(path, route, always=services is None)
         return out
 
+    def resync(self, snapshot: Mapping[PathId, InstanceRoute]) -> list[Change]:
+        """The peer's whole table just after its session came back, before its `PeerSynced`:
+        every path in it is re-announced, and a path no longer in it is forgotten here
+        without a withdrawal. The engine holds it stale since the `PeerDown`, and at the
+        `PeerSynced` drops it, or keeps it while its service has nothing else (a reflector
+        back empty from a reset); a withdrawal here would drop it before that choice."""
+        gone = [self._remove(p) for p in sorted(set(self._paths) - set(snapshot), key=repr)]
+        for inst in gone:
+            if not self._carriers(inst):
+                self._told.pop(inst, None)
+        out: list[Change] = []
+        for path, route in snapshot.items():
+            out += self.announce(path, route, always=True)
+        return out
+
     def clear(self) -> list[Change]:
         """Forget the peer entirely (it was deconfigured): withdraw all it gave."""
         return self._settle([self._remove(p) for p in list(self._paths)])

@@ -1,10 +1,11 @@
 """A speaker's child process (gobgpd, ExaBGP) that cand owns from start to reaping.
 
 Every way a child can escape is closed here, once for both speakers: its output goes to a log
-file (never cand's stdout, whose reader may be gone), a start that does not come up is killed
-and reaped, a stop is SIGTERM then SIGKILL and always waits for the exit, and a pid file lets
-the next cand find a child the previous one left running (after a restart or a kill -9) and
-either adopt it (gobgpd keeps its sessions) or end it (a stale ExaBGP).
+file (never cand's stdout, whose reader may be gone), a start that does not come up, or whose
+wait is cancelled (a SIGTERM to cand in that window), is killed and reaped, a stop is SIGTERM
+then SIGKILL and always waits for the exit, and a pid file lets the next cand find a child the
+previous one left running (after a restart or a kill -9) and either adopt it (gobgpd keeps its
+sessions) or end it (a stale ExaBGP).
 """
 
 from __future__ import annotations
@@ -94,14 +95,15 @@ class Child:
         )
         if ready is None:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if self.proc.returncode is not None:
-                break
-            if await ready():
-                return
-            await asyncio.sleep(0.05)
+        try:
+            up = await self._until_ready(ready, timeout)
+        except BaseException:
+            # cancelled (cand got SIGTERM while waiting) or `ready` raised: nobody else knows
+            # this child yet, so it is ended here or it outlives cand
+            await self._abandon()
+            raise
+        if up:
+            return
         rc = self.proc.returncode
         await self.stop()
         raise ChildError(
@@ -109,6 +111,35 @@ class Child:
             + (f" (exit code {rc})" if rc is not None else "")
             + f"; see {self.log_path}"
         )
+
+    async def _until_ready(self, ready: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+        """True once `ready` says so; False at the deadline or when the child exits first."""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.proc.returncode is not None:
+                return False
+            if await ready():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _abandon(self) -> None:
+        """End a child whose start was cut short. SIGKILL goes out before the first await, so a
+        second cancellation during the reaping cannot leave it running; a child that has not
+        answered yet has no peers configured, so it has no NOTIFICATION to send."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            log.warning("event=child_start_abandoned child=%s pid=%d", self.name, proc.pid)
+        self._forget()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await asyncio.shield(proc.wait())
 
     async def wait(self) -> int | None:
         """Until the child exits: its exit code (None for an adopted child, not ours to reap)."""

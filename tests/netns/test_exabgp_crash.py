@@ -72,6 +72,10 @@ def test_exabgp_killed_is_restarted_and_no_ingress_loses_the_path(
         while time.monotonic() < settle:
             views.append(view(await received(isock)))
             await asyncio.sleep(0.1)
+        # fresh, not merely kept: the ingress keeps a service's last stale path past an
+        # End-of-RIB, so only this shows that the new ExaBGP announced it again
+        stale = [r for r in await received(isock) if r["stale_until"] is not None]
+        assert stale == [], stale
         await asyncio.to_thread(agent.say, "report cpu=0.6")
         await until(isock, (("up", 600, 4, BINDING),))
         return views

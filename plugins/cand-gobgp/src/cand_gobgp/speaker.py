@@ -116,6 +116,9 @@ class _PeerView:
     rib: AdjRibIn
     established: bool = False
     ups: int = 0  # sessions established (a reset shows as one more)
+    # a PeerDown was emitted since the last whole-table read: the engine holds every path
+    # of this peer stale, so that read may leave what it lacks to the PeerSynced
+    held_stale: bool = False
     # paths refused on an earlier read (by their bytes): each is counted and logged once
     refused: set[tuple[bytes, int, tuple[bytes, ...]]] = field(default_factory=set)
 
@@ -691,6 +694,7 @@ class GobgpSpeaker:
             self._wake.set()
         elif not up and view.established:
             view.established = False
+            view.held_stale = True
             log.warning("event=gobgp_peer_down peer=%s", addr)
             await emit(PeerDown(addr, float(self.bgp.graceful_restart)))
 
@@ -706,7 +710,11 @@ class GobgpSpeaker:
                 await self._read(peer, None, emit)
                 await emit(PeerSynced(peer))
             for peer, services in dirty.items():
-                if peer not in resync:
+                view = self.peers.get(peer)
+                # a peer seen up and now down: the engine holds its paths stale, and what
+                # gobgpd drops meanwhile is no withdrawal (the resync at its return decides)
+                down = view is not None and view.ups > 0 and not view.established
+                if peer not in resync and not down:
                     await self._read(peer, services, emit)
 
     async def _read(self, peer: str, services: set[ServiceId] | None, emit: Emit) -> None:
@@ -769,7 +777,15 @@ class GobgpSpeaker:
                 self.counters["rpc_errors"] += 1
                 log.error("event=gobgp_list_failed peer=%s code=%s", peer, e.code())
                 return
-        for change in view.rib.replace(seen, services):
+        if services is None and view.held_stale:
+            # back from a PeerDown: no withdrawal for what is missing (PeerSynced decides);
+            # a whole-table read without one (a first session, a flap cand never saw go
+            # down) withdraws what is missing, or nothing would
+            view.held_stale = False
+            changes = view.rib.resync(seen)
+        else:
+            changes = view.rib.replace(seen, services)
+        for change in changes:
             if isinstance(change, RouteLearned):
                 self.counters["learned"] += 1
             await emit(change)
