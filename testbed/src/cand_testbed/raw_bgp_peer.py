@@ -131,18 +131,28 @@ def main(argv: list[str] | None = None) -> int:
     lines = [x for x in args.messages.read_text().splitlines() if x.strip()]
     deadline = time.monotonic() + 30
     while True:
+        # a speaker that listens before its neighbour is configured (gobgpd between StartBgp
+        # and AddPeer) closes the connection without an OPEN: try again, as a BGP peer would
         try:
             s = socket.create_connection(
                 (args.connect, 179), timeout=5, source_address=(args.source, 0)
             )
-            break
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+            continue
+        try:
+            s.sendall(open_message(args.asn, args.router_id, 9))
+            kind, body = recv_message(s)
+            break
+        except (ConnectionError, OSError) as e:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            emit("retry", error=str(e))
+            time.sleep(0.5)
     try:
-        s.sendall(open_message(args.asn, args.router_id, 9))
-        kind, body = recv_message(s)
         if kind != OPEN:
             emit(
                 "notification" if kind == NOTIFICATION else "unexpected", kind=kind, body=body.hex()
