@@ -73,7 +73,7 @@ class Plan:
 # --- the printed form of a rule ---------------------------------------------------------------
 
 _MASKED = re.compile(r"\band (0x[0-9a-f]+) == (0x[0-9a-f]+)\b")
-_ONE = re.compile(r"\b(ct mark|meta mark) \{ (0x[0-9a-f]+) \}")
+_MARKS = re.compile(r"\b(ct mark|meta mark) \{ (0x[0-9a-f]+(?:, 0x[0-9a-f]+)*) \}")
 _TIMEOUT = re.compile(r"\btimeout (\d+)s\b")
 _ADDR = re.compile(r"(?<![\w:.])([0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:/\d+)?)(?![\w:.])")
 
@@ -84,6 +84,14 @@ def _prefix(m: re.Match[str]) -> str:
     if mask != (0xFFFFFFFF << (32 - ones)) & 0xFFFFFFFF or value & ~mask:
         return m.group(0)
     return f"{value:#x}/{ones}"
+
+
+def _marks(m: re.Match[str]) -> str:
+    """An anonymous set of marks: nft prints its elements in order, and one without braces."""
+    marks = sorted({int(x, 16) for x in m.group(2).split(", ")})
+    if len(marks) == 1:
+        return f"{m.group(1)} {marks[0]:#x}"
+    return f"{m.group(1)} {{ {', '.join(f'{x:#x}' for x in marks)} }}"
 
 
 def _duration(m: re.Match[str]) -> str:
@@ -110,7 +118,7 @@ def _address(m: re.Match[str]) -> str:
 def printed(rule: str) -> str:
     """A rule as cand writes it, in the form `nft list` prints it back."""
     rule = _MASKED.sub(_prefix, rule)
-    rule = _ONE.sub(r"\1 \2", rule)
+    rule = _MARKS.sub(_marks, rule)
     rule = _TIMEOUT.sub(_duration, rule)
     rule = rule.replace("ip6 nexthdr 43 ", "ip6 nexthdr ipv6-route ")
     return _ADDR.sub(_address, " ".join(rule.split()))

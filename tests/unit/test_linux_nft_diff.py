@@ -128,6 +128,9 @@ PRINTED = [  # as written by cand -> as nft 1.0.6 prints it
     ("ct mark { 0xca000001 } meta mark set ct mark return",
      "ct mark 0xca000001 meta mark set ct mark return"),
     ("ct mark { 0xca000001, 0xca000002 } return", None),
+    ("ct mark { 0xca000009, 0xca000001, 0xca000005 } return",  # nft sorts them
+     "ct mark { 0xca000001, 0xca000005, 0xca000009 } return"),
+    ("meta l4proto != { tcp, udp } return", None),
     ("update @a { ip6 saddr timeout 90s : meta mark }",
      "update @a { ip6 saddr timeout 1m30s : meta mark }"),
     ("update @a { ip6 saddr timeout 86461s : meta mark }",
