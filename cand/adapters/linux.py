@@ -49,6 +49,7 @@ from typing import Any
 
 from cand.adapters import linux_kernel as k
 from cand.adapters import linux_nft as nft
+from cand.adapters import linux_nft_diff as nftdiff
 from cand.adapters import srv6_bpf
 from cand.adapters.linux_slots import (
     MAP_PROG_PREFIX,
@@ -100,6 +101,9 @@ class LinuxOptions:
     bpffs: str = "/run/cand/bpf"
     adopt_hold: float = 60.0
     linger: float = 300.0
+    # a reconciliation writes only the nftables chains and elements that differ from what it
+    # read back (false: it rewrites the whole table, as before: 44 s of nft at 10,000 D-SIDs)
+    nft_diff: bool = True
 
 
 class LinuxDataplane:
@@ -170,6 +174,9 @@ class LinuxDataplane:
         self.started = clock()
         self.read_once = False
         self.lock = asyncio.Lock()
+        # cand's nftables table as the last read found it, for a reconciliation to write only
+        # what differs (None: not read, or not understood; used once, by the next full write)
+        self.nft_have: nftdiff.Table | None = None
         self.counters = {
             "installed": 0,
             "removed": 0,
@@ -180,6 +187,10 @@ class LinuxDataplane:
             "skipped_ipv4": 0,
             "walks": 0,
             "partial_syncs": 0,
+            "chains_written": 0,  # nftables chains created, rewritten or deleted
+            "elements_written": 0,  # D-SID map and set, SID map: elements added or deleted
+            "nft_diff_fallbacks": 0,  # reconciliations that rewrote the whole table
+            "nft_unparsed": 0,  # read-backs that could not be compared (then a full write)
         }
 
     @classmethod
@@ -363,6 +374,43 @@ class LinuxDataplane:
             return None
 
     async def _read_nft(
+        self,
+    ) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str], list[nft.NatRule]]:
+        """cand's table, read in its text form and kept (`nft_have`) for the next full write
+        to compare against; if the text cannot be understood, read as JSON (what adoption
+        needs) and the next reconciliation rewrites the whole table."""
+        self.nft_have = None
+        try:
+            text = await k.run("nft", "list", "table", "ip6", self.opts.nft_table)
+        except k.KernelError:
+            self.nft_have = nftdiff.Table()  # no table yet: everything is to be written
+            return {}, set(), set(), []
+        try:
+            have = nftdiff.parse_listing(text, self.opts.nft_table)
+        except nftdiff.Untrusted as e:
+            self.counters["nft_unparsed"] += 1
+            log.warning("event=linux_nft_unparsed error=%r (the whole table is rewritten)", str(e))
+            return await self._read_nft_json()
+        self.nft_have = have
+        sids = {
+            int(mark, 16): ipaddress.IPv6Address(sid)
+            for sid, mark in have.elems.get("sids", {}).items()
+        }
+        chains: set[ServiceId] = set()
+        for name in have.chains:
+            if name.startswith("svc_"):
+                with contextlib.suppress(ValueError):
+                    chains.add(ServiceId.parse(str(ipaddress.IPv6Address(int(name[4:], 16)))))
+        maps = {name for name in have.sets if name.startswith("aff_")}
+        servicenat = have.chains.get("servicenat")
+        nat = [
+            r
+            for line in (servicenat.rules if servicenat else [])
+            if (r := nft.parse_nat_text(line)) is not None
+        ]
+        return sids, chains, maps, nat
+
+    async def _read_nft_json(
         self,
     ) -> tuple[dict[int, ipaddress.IPv6Address], set[ServiceId], set[str], list[nft.NatRule]]:
         try:
@@ -759,9 +807,37 @@ class LinuxDataplane:
         } | {name for s in keep for name in nft.affinity_maps(s)}
         stale_maps = sorted(self.affinity_maps - wanted_maps)
         script += [f"delete map ip6 {table} {name}" for name in stale_maps]
-        if await self._nft(script):
+        if await self._nft_full_or_diff(script, full):
             self.chains = set(services)
             self.affinity_maps = (self.affinity_maps - set(stale_maps)) | wanted_maps
+
+    async def _nft_full_or_diff(self, script: list[str], full: bool) -> bool:
+        """A whole walk's script; for a reconciliation, when the table was just read back and
+        understood, only the part of its effect the kernel lacks. A difference that cannot be
+        worked out, or whose transaction fails, falls back to the whole script (counted in
+        `nft_diff_fallbacks`): never a table left wrong for the sake of speed."""
+        table = self.opts.nft_table
+        have, self.nft_have = self.nft_have, None  # read for this write only
+        if full and self.opts.nft_diff:
+            try:
+                if have is None:
+                    raise nftdiff.Untrusted("the table was not read back")
+                p = nftdiff.plan(have, nftdiff.interpret(have, script, table), table)
+            except nftdiff.Untrusted as e:
+                log.warning("event=linux_nft_diff_untrusted error=%r (full write)", str(e))
+            else:
+                if not p.script or await self._nft(p.script):
+                    self.counters["chains_written"] += p.chains
+                    self.counters["elements_written"] += p.elements
+                    return True
+                log.warning("event=linux_nft_diff_failed (full write)")
+            self.counters["nft_diff_fallbacks"] += 1
+        if not await self._nft(script):
+            return False
+        self.counters["chains_written"] += len(
+            {line.split()[4] for line in script if line.startswith("flush chain ")}
+        )
+        return True
 
     async def _write_nft_some(
         self, steered: dict[ServiceId, list[Row]], usable: set[int], changed: set[ServiceId]
@@ -791,6 +867,7 @@ class LinuxDataplane:
                 stale |= names & self.affinity_maps
         script += [f"delete map ip6 {table} {name}" for name in sorted(stale)]
         if await self._nft(script):
+            self.counters["chains_written"] += len(steered) + len(gone)
             self.chains = (self.chains - set(gone)) | set(steered)
             self.affinity_maps = (self.affinity_maps - stale) | wanted
         else:

@@ -27,6 +27,7 @@ Per packet, in `prerouting` at the mangle priority:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -252,6 +253,24 @@ def parse_nat_rule(rule: dict[str, object]) -> NatRule | None:
         if mark is None or not isinstance(service, str) or not isinstance(binding, str):
             return None
         return NatRule(mark, ipaddress.IPv6Address(service), ipaddress.IPv6Address(binding))
+    except ValueError:
+        return None
+
+
+_NAT_TEXT = re.compile(r"meta mark (0x[0-9a-f]+) ip6 daddr (\S+) dnat to (\S+)")
+
+
+def parse_nat_text(rule: str) -> NatRule | None:
+    """`parse_nat_rule` for one rule of `nft list table`'s text form."""
+    m = _NAT_TEXT.fullmatch(rule.strip())
+    if m is None:
+        return None
+    try:
+        return NatRule(
+            int(m.group(1), 16),
+            ipaddress.IPv6Address(m.group(2)),
+            ipaddress.IPv6Address(m.group(3)),
+        )
     except ValueError:
         return None
 
