@@ -844,6 +844,7 @@ class LinuxDataplane:
     ) -> None:
         """`_write_nft` for the D-SIDs of one batch: their chains, and their elements of the
         D-SID map and set added or deleted; the rest of the table stays as it is."""
+        self.nft_have = None  # the table changes: a read from before no longer says what it is
         table, holding = self.opts.nft_table, self._holding()
         sids, nat = self._sids_and_nat(usable, holding)
         script = nft.base(table, self.marks, sids, None, nat, self.mss, self.probe)

@@ -37,7 +37,7 @@ case "${1:-}" in
       sysctl -qw net.ipv6.conf.$i.disable_ipv6=1
     done
     "$py" -m cand_testbed.offload eth1 eth2
-    ip -6 addr add fc00:1::1/128 dev lo
+    ip -6 addr add fc00:1::1/128 dev lo nodad  # not tentative for a moment: the route below names it as source
     ip -6 route replace default via fc00:1c::ff dev eth3 src fc00:1::1 ;;
   switch)
     mkdir -p "$run"
