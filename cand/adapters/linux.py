@@ -396,11 +396,7 @@ class LinuxDataplane:
             int(mark, 16): ipaddress.IPv6Address(sid)
             for sid, mark in have.elems.get("sids", {}).items()
         }
-        chains: set[ServiceId] = set()
-        for name in have.chains:
-            if name.startswith("svc_"):
-                with contextlib.suppress(ValueError):
-                    chains.add(ServiceId.parse(str(ipaddress.IPv6Address(int(name[4:], 16)))))
+        chains = {s for name in have.chains if (s := nft.service_of_chain(name)) is not None}
         maps = {name for name in have.sets if name.startswith("aff_")}
         servicenat = have.chains.get("servicenat")
         nat = [
@@ -425,13 +421,9 @@ class LinuxDataplane:
             if "rule" in item and item["rule"].get("chain") == "servicenat":
                 if (r := nft.parse_nat_rule(item["rule"])) is not None:
                     nat.append(r)
-            elif "chain" in item and item["chain"]["name"].startswith("svc_"):
-                with contextlib.suppress(ValueError):
-                    chains.add(
-                        ServiceId.parse(
-                            str(ipaddress.IPv6Address(int(item["chain"]["name"][4:], 16)))
-                        )
-                    )
+            elif "chain" in item:
+                if (service := nft.service_of_chain(item["chain"]["name"])) is not None:
+                    chains.add(service)
             elif "map" in item:
                 name = item["map"]["name"]
                 if name == "sids":

@@ -119,6 +119,17 @@ def chain_name(service: ServiceId) -> str:
     return f"svc_{hexname(service)}"
 
 
+def service_of_chain(name: str) -> ServiceId | None:
+    """`chain_name` backwards (None for a chain that is not a service's): a restarted
+    daemon's read-back of the chains an earlier run left."""
+    if not name.startswith("svc_"):
+        return None
+    try:
+        return ServiceId.parse(str(ipaddress.IPv6Address(int(name[4:], 16))))
+    except ValueError:
+        return None
+
+
 def affinity_maps(service: ServiceId) -> list[str]:
     return [f"aff_{hexname(service)}_{p}" for p, _ in AFFINITY_PROTOS]
 

@@ -194,7 +194,7 @@ class Rib:
                 stale.setdefault(rk[1].service, []).append(rk)
         touched: set[ServiceId] = set()
         for service, keys in stale.items():
-            if self._local_per_service[service] == 0 and not self._has_fresh(service):
+            if self._alone(service):
                 self._kept.setdefault(service, set()).update(keys)
                 continue
             for rk in keys:
@@ -208,7 +208,7 @@ class Rib:
         keys = self._kept.get(service)
         if not keys:
             return False
-        if self._local_per_service[service] == 0 and not self._has_fresh(service):
+        if self._alone(service):
             return False
         for rk in list(keys):
             if rk in self.remote:
@@ -224,8 +224,13 @@ class Rib:
         keys = self._kept.get(rk[1].service)
         return keys is not None and rk in keys
 
-    def _has_fresh(self, service: ServiceId) -> bool:
-        return any(self.remote[rk].stale_until is None for rk in self._by_service.get(service, ()))
+    def _alone(self, service: ServiceId) -> bool:
+        """No local instance and no fresh path: its stale paths are all it has."""
+        if self._local_per_service[service]:
+            return False
+        return all(
+            self.remote[rk].stale_until is not None for rk in self._by_service.get(service, ())
+        )
 
     def expire_stale(self, now: float) -> set[ServiceId]:
         touched: set[ServiceId] = set()
